@@ -1,0 +1,506 @@
+"""The scheduler: one per run, in the driver, the only writer of run state.
+
+    ExecutionContext ──ready ids──▶ Scheduler ──WorkItem──▶ backend ──▶ worker(s)
+          ▲                            │  ▲                                │
+          └──results, steps, cycles────┘  └───────────── Completion ◀──────┘
+
+Scheduling rules (those of the upstream Graflow core, kept so scripts behave the same):
+* A run is a tree of *frames*. The root frame is the run's FIFO queue; every member of a
+  parallel group runs in a frame of its own (the member, then whatever its edges and
+  dynamic tasks schedule). A frame runs one task at a time, in FIFO order; frames run
+  concurrently. The group node is the join: it finishes when all its frames have.
+* A finished task enqueues each of its successors in its frame (no join on plain edges),
+  unless it jumped elsewhere (goto, or next_task to an existing node).
+* A failed task is retried per its RetryPolicy: the retry waits in a timer heap and goes to
+  the tail of its frame's queue when due, so other ready tasks run meanwhile.
+* terminate_workflow ends the frame (the run, at the root); cancel_workflow fails it.
+
+How a task runs is the backend's business (``graflow.core.backend``): in this thread, a
+thread pool, worker processes, or workers across Redis.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from graflow.core.backend import ExecutorBackend, InProcessBackend
+from graflow.core.handler import TaskHandler, TaskResult
+from graflow.core.handlers.direct import DirectTaskHandler
+from graflow.core.policy import resolve_group_policy
+from graflow.core.spec import Command, CommandKind, Completion, WorkItem
+from graflow.core.task import Executable, ParallelGroup, SequentialTask, TaskWrapper
+from graflow.exceptions import (
+    GraflowRuntimeError,
+    GraflowWorkflowCanceledError,
+    ParallelGroupError,
+    RetryLimitExceededError,
+    UnknownHandlerError,
+    UnknownTaskError,
+    as_runtime_error,
+)
+
+if TYPE_CHECKING:
+    from graflow.core.context import ExecutionContext
+
+__all__ = ["RunStats", "WorkflowEngine"]
+
+logger = logging.getLogger(__name__)
+
+
+class RunStats:
+    """Counters of one run."""
+
+    __slots__ = ("failures", "retries", "started_at", "tasks_run", "wall_s", "worker_deaths")
+
+    def __init__(self) -> None:
+        self.tasks_run = 0
+        self.retries = 0
+        self.failures = 0
+        self.worker_deaths = 0
+        self.wall_s = 0.0
+        self.started_at = time.monotonic()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counters as a plain dict."""
+        return {
+            "tasks_run": self.tasks_run,
+            "retries": self.retries,
+            "failures": self.failures,
+            "worker_deaths": self.worker_deaths,
+            "wall_s": self.wall_s,
+        }
+
+
+class _Frame:
+    """A FIFO of task ids that runs one task at a time (the root, or one group branch)."""
+
+    __slots__ = ("busy", "dead", "error", "group", "member_id", "queue", "timers", "waiting")
+
+    def __init__(self, queue: deque[str], group: _GroupRun | None, member_id: str) -> None:
+        self.queue = queue
+        self.group = group
+        self.member_id = member_id
+        self.busy = False
+        self.dead = False
+        self.waiting = False  # already in the scheduler's ready deque
+        self.timers = 0  # retries waiting out their backoff
+        self.error: GraflowRuntimeError | None = None
+
+
+class _GroupRun:
+    """A parallel group in progress: its frames and the results of finished members."""
+
+    __slots__ = ("exe", "member_ids", "parent", "pending", "results", "started")
+
+    def __init__(self, exe: ParallelGroup, parent: _Frame) -> None:
+        self.exe = exe
+        self.parent = parent
+        self.member_ids = [m.task_id for m in exe.tasks]
+        self.pending = len(self.member_ids)
+        self.results: dict[str, TaskResult] = {}
+        self.started = time.time()
+
+
+class _Stop(Exception):
+    """Internal: the run ended early (terminate at the root)."""
+
+
+class WorkflowEngine:
+    """Runs workflows: owns the task handlers and drives the scheduler of each run."""
+
+    def __init__(self, backend: ExecutorBackend | None = None) -> None:
+        self._handlers: dict[str, TaskHandler] = {"direct": DirectTaskHandler()}
+        self._backend = backend
+
+    def register_handler(self, handler_type: str, handler: TaskHandler) -> None:
+        """Make ``handler`` run the tasks declared with ``@task(handler=handler_type)``."""
+        if not isinstance(handler, TaskHandler):
+            raise TypeError(f"{handler!r} is not a TaskHandler")
+        self._handlers[handler_type] = handler
+
+    @property
+    def handlers(self) -> dict[str, TaskHandler]:
+        """The registered handlers by name."""
+        return self._handlers
+
+    def execute(self, context: ExecutionContext, start_task_id: str | None = None) -> Any:
+        """Run ``context`` until its queue is empty; return the last root task's result."""
+        return _Scheduler(self, context, self._backend).run(start_task_id)
+
+    def run_group(self, context: ExecutionContext, group: ParallelGroup) -> None:
+        """Run one parallel group (and its branches) in ``context``."""
+        scheduler = _Scheduler(self, context, self._backend)
+        scheduler.run_only(group)
+
+    def execute_with_cycles(self, graph: Any, start_node: str, max_steps: int = 10) -> Any:
+        """Create a run over ``graph`` from ``start_node`` and execute it."""
+        from graflow.core.context import ExecutionContext  # noqa: PLC0415 - context imports us
+
+        return self.execute(ExecutionContext.create(graph, start_node, max_steps=max_steps))
+
+
+class _Scheduler:
+    """The state machine of one run (see the module docstring)."""
+
+    def __init__(
+        self, engine: WorkflowEngine, context: ExecutionContext, backend: ExecutorBackend | None
+    ) -> None:
+        self.engine = engine
+        self.context = context
+        self.graph = context.graph
+        self.nodes = context.graph._nodes
+        self.succ = context.graph._succ
+        self.backend: ExecutorBackend = backend or InProcessBackend()
+        self.stats = RunStats()
+        self.seq = itertools.count(1)
+        self.inflight: dict[int, tuple[_Frame, WorkItem]] = {}
+        self.ready: deque[_Frame] = deque()
+        self.timers: list[tuple[float, int, _Frame, str]] = []
+        self.last_result: Any = None
+        self.stopped = False
+        queue = getattr(context.task_queue, "ids", None)
+        if not isinstance(queue, deque):
+            raise GraflowRuntimeError(
+                f"the {context.queue_backend!r} queue backend cannot be driven in-process; "
+                "run the workflow with graflow.run(..., redis=URL)"
+            )
+        self.root = _Frame(queue, None, "")
+
+    # -- entry points -----------------------------------------------------------------
+    def run(self, start_task_id: str | None) -> Any:
+        if start_task_id is not None:
+            self.root.queue.appendleft(start_task_id)
+        self._mark_ready(self.root)
+        self.backend.start_run(self)
+        try:
+            self._loop()
+        finally:
+            self.stats.wall_s = time.monotonic() - self.stats.started_at
+            self.backend.end_run(self)
+        return self.last_result
+
+    def run_only(self, group: ParallelGroup) -> None:
+        self.backend.start_run(self)
+        try:
+            self.root.busy = True
+            self._start_group(self.root, group)
+            self._loop()
+        finally:
+            self.backend.end_run(self)
+
+    # -- the loop ---------------------------------------------------------------------
+    def _loop(self) -> None:
+        backend = self.backend
+        while True:
+            if self.ready and not self.stopped:
+                self._dispatch()
+            if not self.inflight:
+                if self.stopped or not self.timers:
+                    break
+                self._sleep_until_timer()
+                continue
+            timeout = self._timer_timeout()
+            for completion in backend.wait(timeout):
+                self._apply(completion)
+            if self.timers:
+                self._fire_timers()
+
+    def _timer_timeout(self) -> float | None:
+        if not self.timers:
+            return None
+        return max(0.0, self.timers[0][0] - time.monotonic())
+
+    def _sleep_until_timer(self) -> None:
+        delay = self._timer_timeout()
+        if delay:
+            time.sleep(delay)
+        self._fire_timers()
+
+    def _fire_timers(self) -> None:
+        now = time.monotonic()
+        timers = self.timers
+        while timers and timers[0][0] <= now:
+            _, _, frame, task_id = heapq.heappop(timers)
+            frame.timers -= 1
+            if frame.dead:
+                continue
+            frame.queue.append(task_id)
+            self._mark_ready(frame)
+
+    def _mark_ready(self, frame: _Frame) -> None:
+        if not frame.waiting and not frame.busy and frame.queue and not frame.dead:
+            frame.waiting = True
+            self.ready.append(frame)
+
+    # -- dispatch ---------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        ctx = self.context
+        ready = self.ready
+        while ready:
+            if ctx.steps + len(self.inflight) >= ctx.max_steps:
+                self._hit_step_limit()
+                return
+            frame = ready.popleft()
+            frame.waiting = False
+            if frame.busy or frame.dead or not frame.queue:
+                continue
+            task_id = frame.queue.popleft()
+            try:
+                exe = self._lookup(task_id)
+            except UnknownTaskError as exc:
+                self._fail_frame(frame, exc)
+                continue
+            frame.busy = True
+            if isinstance(exe, ParallelGroup):
+                self._start_group(frame, exe)
+                continue
+            item = self._make_item(task_id, exe)
+            self.inflight[item.seq] = (frame, item)
+            completion = self.backend.submit(item, exe, frame is self.root)
+            if completion is not None:
+                self._apply(completion)
+            if self.stopped:
+                return
+
+    def _lookup(self, task_id: str) -> Executable:
+        data = self.nodes.get(task_id)
+        if data is not None:
+            exe = data.get("task")
+            if exe is not None:
+                return exe  # type: ignore[no-any-return]
+        try:
+            return self.graph.get_node(task_id)
+        except KeyError:
+            raise UnknownTaskError(task_id, list(self.nodes)) from None
+
+    def _make_item(self, task_id: str, exe: Executable) -> WorkItem:
+        ctx = self.context
+        cc = ctx.cycle_controller
+        rc = ctx.retry_controller
+        if isinstance(exe, TaskWrapper):
+            if exe.max_cycles is not None:
+                cc.set_node_max_cycles(task_id, exe.max_cycles)
+            if exe.retry_policy is not None:
+                if task_id not in rc.node_policies:
+                    rc.set_node_policy(task_id, exe.retry_policy)
+            elif exe.max_retries is not None:
+                rc.node_max_retries[task_id] = exe.max_retries
+        attempt = rc.retry_counts.get(task_id, 0)
+        cycle = cc.increment(task_id) if attempt == 0 else cc.get_cycle_count(task_id)
+        return WorkItem(
+            next(self.seq),
+            task_id,
+            attempt,
+            cycle,
+            cc.get_max_cycles_for_node(task_id),
+            rc.get_max_retries_for_node(task_id),
+            None,
+            getattr(exe, "timeout_s", None),
+        )
+
+    def handler_for(self, exe: Executable) -> TaskHandler:
+        """The handler that runs ``exe`` (UnknownHandlerError if not registered)."""
+        handler = self.engine._handlers.get(exe.handler_type)
+        if handler is None:
+            raise UnknownHandlerError(exe.handler_type, list(self.engine._handlers))
+        return handler
+
+    def _hit_step_limit(self) -> None:
+        if not self.context.max_steps_reached:
+            self.context.max_steps_reached = True
+            pending = sum(len(f.queue) for f in self.ready) + len(self.root.queue)
+            logger.warning(
+                "run %s stopped at max_steps=%d with %d task(s) still queued "
+                "(a loop without an exit? raise max_steps or end it with terminate_workflow)",
+                self.context.session_id,
+                self.context.max_steps,
+                pending,
+            )
+        self.ready.clear()
+        self.stopped = not self.inflight
+
+    # -- completions ------------------------------------------------------------------
+    def _apply(self, completion: Completion) -> None:
+        entry = self.inflight.pop(completion.seq, None)
+        if entry is None:
+            return  # a late duplicate (e.g. a redelivered task finished twice)
+        frame, item = entry
+        frame.busy = False
+        self.stats.tasks_run += 1
+        if not completion.ok:
+            self._on_failure(frame, item.task_id, completion.error)
+            return
+        if not completion.stored:
+            self.context.set_result(item.task_id, completion.value)
+        commands = completion.commands
+        if commands:
+            self._finish_with_commands(frame, item.task_id, completion.value, commands)
+        else:
+            self._finish(frame, item.task_id, completion.value, goto=False)
+
+    def _finish_with_commands(
+        self, frame: _Frame, task_id: str, value: Any, commands: list[Command]
+    ) -> None:
+        cancel = next((c for c in commands if c.kind is CommandKind.CANCEL), None)
+        if cancel is not None:
+            self.context._cancel_called = True
+            self._fail_frame(frame, GraflowWorkflowCanceledError(cancel.message, task_id=task_id))
+            return
+        goto = False
+        terminate = False
+        for cmd in commands:
+            if cmd.kind is CommandKind.NEXT_TASK:
+                self._add_dynamic(cmd)
+                frame.queue.append(cmd.task_id)
+                goto = goto or cmd.goto
+            elif cmd.kind is CommandKind.TERMINATE:
+                terminate = True
+                self.context.ctrl_message = cmd.message
+        self.context._goto_called = goto
+        if terminate:
+            self.context._terminate_called = True
+            frame.queue.clear()
+        self._finish(frame, task_id, value, goto=goto or terminate, terminate=terminate)
+
+    def _add_dynamic(self, cmd: Command) -> None:
+        exe = cmd.executable
+        if exe is None:
+            return
+        graph = self.graph
+        if isinstance(exe, SequentialTask):
+            items = list(exe.tasks)
+            for item in items:
+                if item.task_id not in self.nodes:
+                    graph.add_node(item)
+            for left, right in itertools.pairwise(items):
+                graph.add_edge(left.task_id, right.task_id)
+            return
+        if cmd.task_id not in self.nodes:
+            graph.add_node(exe, cmd.task_id)
+        if isinstance(exe, ParallelGroup):
+            for member in exe.tasks:
+                if member.task_id not in self.nodes:
+                    graph.add_node(member)
+
+    def _finish(
+        self, frame: _Frame, task_id: str, value: Any, goto: bool, terminate: bool = False
+    ) -> None:
+        ctx = self.context
+        if task_id not in ctx._completed_set:
+            ctx._completed_set.add(task_id)
+            ctx.completed_tasks.append(task_id)
+        ctx.steps += 1
+        if frame is self.root:
+            self.last_result = value
+            if terminate:
+                self.stopped = True
+                return
+        if not goto:
+            succs = self.succ.get(task_id)
+            if succs:
+                frame.queue.extend(succs)
+        self._after_step(frame)
+
+    def _after_step(self, frame: _Frame) -> None:
+        if frame.queue:
+            self._mark_ready(frame)
+        elif not frame.busy and not frame.timers and frame.group is not None:
+            self._end_branch(frame)
+
+    # -- failures and retries ---------------------------------------------------------
+    def _on_failure(self, frame: _Frame, task_id: str, error: BaseException | None) -> None:
+        rc = self.context.retry_controller
+        err: BaseException = error if error is not None else GraflowRuntimeError("task failed")
+        self.stats.failures += 1
+        if rc.accept_retry(task_id):
+            rc.increment(task_id, err)
+            self.stats.retries += 1
+            delay = rc.get_delay(task_id)
+            logger.info(
+                "run %s task %s failed (%s); retry %d/%d in %.3gs",
+                self.context.session_id,
+                task_id,
+                err,
+                rc.get_retry_count(task_id),
+                rc.get_max_retries_for_node(task_id),
+                delay,
+            )
+            if delay <= 0:
+                frame.queue.append(task_id)
+            else:
+                frame.timers += 1
+                heapq.heappush(
+                    self.timers, (time.monotonic() + delay, next(self.seq), frame, task_id)
+                )
+            self._after_step(frame)
+            return
+        if rc.get_retry_count(task_id) > 0:
+            count = rc.increment(task_id, err)
+            failure: GraflowRuntimeError = RetryLimitExceededError(
+                task_id, count, rc.get_max_retries_for_node(task_id), err
+            )
+        else:
+            failure = as_runtime_error(err)
+        self._fail_frame(frame, failure)
+
+    def _fail_frame(self, frame: _Frame, error: GraflowRuntimeError) -> None:
+        if frame is self.root:
+            self.stopped = True
+            raise error
+        frame.dead = True
+        frame.error = error
+        frame.queue.clear()
+        frame.busy = False
+        self._end_branch(frame)
+
+    # -- parallel groups --------------------------------------------------------------
+    def _start_group(self, parent: _Frame, group: ParallelGroup) -> None:
+        run = _GroupRun(group, parent)
+        if not run.member_ids:
+            self._finish_group(run)
+            return
+        for member_id in run.member_ids:
+            frame = _Frame(deque((member_id,)), run, member_id)
+            frame.waiting = True
+            self.ready.append(frame)
+
+    def _end_branch(self, frame: _Frame) -> None:
+        run = frame.group
+        if run is None or frame.member_id in run.results:
+            return
+        if not frame.dead and (frame.timers or frame.busy):
+            return
+        error = frame.error
+        run.results[frame.member_id] = TaskResult(
+            task_id=frame.member_id,
+            success=error is None,
+            error=error,
+            error_message=None if error is None else str(error),
+            duration=time.time() - run.started,
+            timestamp=time.time(),
+        )
+        run.pending -= 1
+        if run.pending == 0:
+            self._finish_group(run)
+
+    def _finish_group(self, run: _GroupRun) -> None:
+        group = run.exe
+        parent = run.parent
+        parent.busy = False
+        results = {mid: run.results[mid] for mid in run.member_ids if mid in run.results}
+        try:
+            policy = resolve_group_policy(group.policy)
+            policy.on_group_finished(group.task_id, list(run.member_ids), results, self.context)
+        except ParallelGroupError as exc:
+            self._on_failure(parent, group.task_id, exc)
+            return
+        except (ValueError, TypeError) as exc:
+            self._fail_frame(parent, as_runtime_error(exc))
+            return
+        self.context.set_result(group.task_id, None)
+        self._finish(parent, group.task_id, None, goto=False)

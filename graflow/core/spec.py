@@ -1,0 +1,68 @@
+"""The records of the worker protocol: a WorkItem goes out, a Completion comes back.
+
+Both are plain values. Backends that cross a process boundary encode them (see
+``graflow.core.codec``); the in-process backend hands the objects over as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+__all__ = ["Command", "CommandKind", "Completion", "WorkItem"]
+
+
+class CommandKind(IntEnum):
+    """Control commands a task can issue while it runs."""
+
+    NEXT_TASK = 1  # payload: (task_id, executable-if-new or None, goto)
+    TERMINATE = 2  # payload: message
+    CANCEL = 3  # payload: message
+    CHECKPOINT = 4  # payload: (metadata, path)
+
+
+@dataclass(slots=True)
+class Command:
+    """One control command issued by a running task, applied by the scheduler."""
+
+    kind: CommandKind
+    task_id: str = ""
+    executable: Any = None
+    goto: bool = False
+    message: str = ""
+    metadata: Any = None
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """One attempt of one task, as handed to a worker.
+
+    ``seq`` is unique within a run and ties the completion back to the scheduler's frame.
+    ``kwargs`` is None when the worker resolves the task's keyword arguments itself (the
+    in-process backend); remote backends ship them resolved.
+    """
+
+    seq: int
+    task_id: str
+    attempt: int = 0
+    cycle_count: int = 1
+    max_cycles: int = 10
+    max_retries: int = 0
+    kwargs: dict[str, Any] | None = None
+    timeout_s: float | None = None
+
+
+@dataclass(slots=True)
+class Completion:
+    """What came of a WorkItem: its value or its error, plus the commands it issued."""
+
+    seq: int
+    task_id: str
+    ok: bool
+    value: Any = None
+    error: BaseException | None = None
+    commands: list[Command] | None = None
+    duration_s: float = 0.0
+    traceback: str | None = None
+    stored: bool = field(default=False)  # the value is already in the run's channel

@@ -1,0 +1,476 @@
+"""The task model: executables, the ``>>``/``|`` operators, chains and parallel groups.
+
+Definition only: nothing here runs a workflow. A task's body runs when an execution backend
+calls ``run()`` on it inside a run, with the run's context attached.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from graflow.core.policy import canonicalize_group_policy
+from graflow.core.retry import RetryPolicy
+from graflow.core.scope import current_task_context
+from graflow.core.workflow import current_workflow_context, get_current_workflow_context
+from graflow.exceptions import ConfigError, GraflowRuntimeError
+
+if TYPE_CHECKING:
+    from graflow.core.context import ExecutionContext, TaskExecutionContext
+    from graflow.core.policy import GroupExecutionPolicy
+
+__all__ = [
+    "Executable",
+    "ParallelGroup",
+    "SequentialTask",
+    "Task",
+    "TaskWrapper",
+    "chain",
+    "parallel",
+]
+
+_MISSING = object()
+
+
+def _ensure_registered(exe: Executable) -> None:
+    """Add a task created outside any workflow block to the current workflow's graph."""
+    if isinstance(exe, SequentialTask):
+        return
+    if exe._pending_registration:
+        current_workflow_context().graph.add_node(exe, skip_if_exists=True)
+        exe._pending_registration = False
+
+
+def _register_new(exe: Executable, register: bool) -> None:
+    """Register a just-built task in the workflow current in this thread, if any."""
+    exe._pending_registration = False
+    if not register:
+        return
+    wf = get_current_workflow_context()
+    if wf is None:
+        exe._pending_registration = True
+    else:
+        wf.graph.add_node(exe)
+
+
+def _entry(exe: Executable) -> Executable:
+    return exe.leftmost if isinstance(exe, SequentialTask) else exe
+
+
+def _exit(exe: Executable) -> Executable:
+    return exe.rightmost if isinstance(exe, SequentialTask) else exe
+
+
+def _items(exe: Executable) -> list[Executable]:
+    return list(exe.tasks) if isinstance(exe, SequentialTask) else [exe]
+
+
+def _check_operand(op: str, other: object) -> Executable:
+    if not isinstance(other, Executable):
+        raise TypeError(
+            f"unsupported operand for {op}: {type(other).__name__!r}; "
+            "both sides must be tasks, chains or parallel groups"
+        )
+    return other
+
+
+class Executable:
+    """Anything a workflow can schedule: a task, a parallel group, or a chain of them."""
+
+    handler_type: str = "direct"
+    _pending_registration: bool = False
+    _execution_context: ExecutionContext | None = None
+
+    @property
+    def task_id(self) -> str:
+        """The node id of this executable."""
+        raise NotImplementedError
+
+    def set_execution_context(self, context: ExecutionContext | None) -> None:
+        """Attach the run this executable belongs to."""
+        self._execution_context = context
+
+    def get_execution_context(self) -> ExecutionContext:
+        """The attached run; GraflowRuntimeError when none is attached."""
+        if self._execution_context is None:
+            raise GraflowRuntimeError(f"No execution context set for task '{self.task_id}'")
+        return self._execution_context
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the body of this executable."""
+        raise NotImplementedError
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.run(*args, **kwargs)
+
+    # -- operators --------------------------------------------------------------------
+    def __rshift__(self, other: object) -> SequentialTask:
+        right = _check_operand(">>", other)
+        _ensure_registered(self)
+        for item in _items(right):
+            _ensure_registered(item)
+        current_workflow_context().graph.add_edge(_exit(self).task_id, _entry(right).task_id)
+        return SequentialTask(_items(self) + _items(right))
+
+    def __lshift__(self, other: object) -> SequentialTask:
+        left = _check_operand("<<", other)
+        return left >> self
+
+    def __or__(self, other: object) -> ParallelGroup:
+        right = _check_operand("|", other)
+        if isinstance(right, ParallelGroup):
+            # `t | group`: t joins the group as its first member (and runs once: no edge).
+            _ensure_registered(self)
+            right._insert_first(_entry(self))
+            return right
+        return ParallelGroup([_entry(self), _entry(right)])
+
+    # -- pickling ---------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_execution_context", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+class Task(Executable):
+    """A placeholder node: running it does nothing and returns None."""
+
+    def __init__(self, task_id: str, register_to_context: bool = True) -> None:
+        self._task_id = task_id
+        _register_new(self, register_to_context)
+
+    @property
+    def task_id(self) -> str:
+        return self._task_id
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        return None
+
+    def __repr__(self) -> str:
+        return f"Task({self._task_id})"
+
+
+class TaskWrapper(Executable):
+    """A task built from a plain function (what ``@task`` returns)."""
+
+    def __init__(
+        self,
+        task_id: str,
+        func: Callable[..., Any],
+        inject_context: bool = False,
+        inject_llm_client: bool = False,
+        inject_llm_agent: str | None = None,
+        register_to_context: bool = True,
+        handler_type: str | None = None,
+        resolve_keyword_args: bool = True,
+        max_cycles: int | None = None,
+        max_retries: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        if not callable(func):
+            raise TypeError(f"task '{task_id}': {func!r} is not callable")
+        if max_cycles is not None and max_cycles < 1:
+            raise ConfigError(f"task '{task_id}': max_cycles must be >= 1, got {max_cycles}")
+        if max_retries is not None and max_retries < 0:
+            raise ConfigError(f"task '{task_id}': max_retries must be >= 0, got {max_retries}")
+        if timeout_s is not None and timeout_s <= 0:
+            raise ConfigError(f"task '{task_id}': timeout_s must be > 0, got {timeout_s}")
+        self._task_id = task_id
+        self.func = func
+        self.inject_context = inject_context
+        self.inject_llm_client = inject_llm_client
+        self.inject_llm_agent = inject_llm_agent
+        self.handler_type = handler_type or "direct"
+        self.resolve_keyword_args = resolve_keyword_args
+        self.max_cycles = max_cycles
+        self.retry_policy = retry_policy
+        self.max_retries = retry_policy.max_retries if retry_policy is not None else max_retries
+        self.timeout_s = timeout_s
+        self._bound_kwargs: dict[str, Any] = {}
+        self._iteration_args: tuple[Any, ...] = ()
+        self._param_names: tuple[str, ...] | None = None
+        for attr in ("__name__", "__doc__", "__module__", "__qualname__"):
+            if hasattr(func, attr):
+                setattr(self, attr, getattr(func, attr))
+        self.__annotations__ = dict(getattr(func, "__annotations__", {}))
+        _register_new(self, register_to_context)
+
+    @property
+    def task_id(self) -> str:
+        return self._task_id
+
+    # -- building variants ------------------------------------------------------------
+    def _copy(self, task_id: str, register: bool = True) -> TaskWrapper:
+        clone = TaskWrapper(
+            task_id,
+            self.func,
+            inject_context=self.inject_context,
+            inject_llm_client=self.inject_llm_client,
+            inject_llm_agent=self.inject_llm_agent,
+            register_to_context=register,
+            handler_type=self.handler_type,
+            resolve_keyword_args=self.resolve_keyword_args,
+            max_cycles=self.max_cycles,
+            max_retries=self.max_retries if self.retry_policy is None else None,
+            retry_policy=self.retry_policy,
+            timeout_s=self.timeout_s,
+        )
+        clone._bound_kwargs = dict(self._bound_kwargs)
+        return clone
+
+    def bind(self, task_id: str | None = None, **kwargs: Any) -> TaskWrapper:
+        """A new task instance of the same function with ``kwargs`` bound."""
+        name = getattr(self.func, "__name__", "task")
+        instance = self._copy(task_id or f"{name}_{uuid.uuid4().hex[:8]}")
+        instance._bound_kwargs.update(kwargs)
+        return instance
+
+    def make_iteration(self, new_id: str, data: Any) -> TaskWrapper:
+        """The node that runs this task's next iteration, receiving ``data``."""
+        node = self._copy(new_id)
+        node._iteration_args = () if data is None else (data,)
+        return node
+
+    # -- running ----------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._execution_context is not None or (not args and not kwargs):
+            return self.run(*args, **kwargs)
+        if args:
+            raise TypeError(
+                "TaskWrapper instance creation does not support positional arguments; "
+                f"use keyword arguments, e.g. {self._task_id}(task_id='x', value=1)"
+            )
+        task_id = kwargs.pop("task_id", None)
+        return self.bind(task_id, **kwargs)
+
+    def parameter_names(self) -> tuple[str, ...]:
+        """Names of the parameters filled from results and channel keys, in order."""
+        names = self._param_names
+        if names is None:
+            try:
+                params = list(inspect.signature(self.func).parameters.values())
+            except (TypeError, ValueError):
+                params = []
+            if self.inject_context and params:
+                params = params[1:]
+            kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            names = tuple(p.name for p in params if p.kind in kinds)
+            self._param_names = names
+        return names
+
+    def build_arguments(
+        self, channel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Positional and keyword arguments of one call (context excluded)."""
+        positional = self._iteration_args + args
+        call_kwargs: dict[str, Any] = {}
+        if self.resolve_keyword_args and channel is not None:
+            get = channel.get
+            for name in self.parameter_names()[len(positional) :]:
+                value = get(name + ".__result__", _MISSING)
+                if value is _MISSING:
+                    value = get(name, _MISSING)
+                if value is not _MISSING:
+                    call_kwargs[name] = value
+        if self._bound_kwargs:
+            call_kwargs.update(self._bound_kwargs)
+        if kwargs:
+            call_kwargs.update(kwargs)
+        return positional, call_kwargs
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function with arguments resolved from the attached run."""
+        context = self._execution_context
+        if context is None:
+            return self._run_detached(args, kwargs)
+        task_ctx: TaskExecutionContext | None = current_task_context.get()
+        if task_ctx is None or task_ctx.task_id != self._task_id:
+            task_ctx = context.create_task_context(self._task_id)
+        prepared = task_ctx.prepared_kwargs
+        if prepared is not None and not args and not kwargs:
+            positional: tuple[Any, ...] = self._iteration_args
+            call_kwargs = prepared
+        else:
+            positional, call_kwargs = self.build_arguments(task_ctx.get_channel(), args, kwargs)
+        if self.inject_context:
+            return self.func(task_ctx, *positional, **call_kwargs)
+        return self.func(*positional, **call_kwargs)
+
+    def _run_detached(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # Convenience for tests and scripts: a throw-away one-node run. The context module
+        # imports this one, so it is resolved here, at call time.
+        from graflow.core.context import ExecutionContext  # noqa: PLC0415
+        from graflow.core.graph import TaskGraph  # noqa: PLC0415
+
+        graph = TaskGraph()
+        graph.add_node(self)
+        context = ExecutionContext.create(graph, self._task_id)
+        self._execution_context = context
+        token = current_task_context.set(context.create_task_context(self._task_id))
+        try:
+            return self.run(*args, **kwargs)
+        finally:
+            current_task_context.reset(token)
+            self._execution_context = None
+
+    def __repr__(self) -> str:
+        return f"TaskWrapper({self._task_id})"
+
+
+class SequentialTask(Executable):
+    """The value of a ``>>`` chain: an ordered list of executables (not a graph node)."""
+
+    def __init__(self, tasks: list[Executable]) -> None:
+        if not tasks:
+            raise ValueError("SequentialTask needs at least one task")
+        self.tasks = list(tasks)
+
+    @property
+    def leftmost(self) -> Executable:
+        """The first executable of the chain."""
+        return self.tasks[0]
+
+    @property
+    def rightmost(self) -> Executable:
+        """The last executable of the chain."""
+        return self.tasks[-1]
+
+    @property
+    def task_id(self) -> str:
+        return self.leftmost.task_id
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        return self.leftmost.run(*args, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, index: int) -> Executable:
+        return self.tasks[index]
+
+    def __iter__(self) -> Iterator[Executable]:
+        return iter(self.tasks)
+
+    def __repr__(self) -> str:
+        return "SequentialTask([" + " >> ".join(t.task_id for t in self.tasks) + "])"
+
+
+class ParallelGroup(Executable):
+    """A graph node whose members run concurrently; its successors run after all of them."""
+
+    def __init__(self, tasks: list[Executable], name: str | None = None) -> None:
+        wf = current_workflow_context()
+        self.tasks: list[Executable] = []
+        self._auto_named = name is None
+        self._uid = uuid.uuid4().hex
+        self._task_id = name if name is not None else wf.get_next_group_name()
+        self.execution_backend: str | None = None
+        self.backend_config: dict[str, Any] = {}
+        self.policy: Any = "strict"
+        for member in tasks:
+            _ensure_registered(member)
+            self.tasks.append(_entry(member))
+        wf.graph.add_node(self)
+
+    @property
+    def task_id(self) -> str:
+        return self._task_id
+
+    def _insert_first(self, member: Executable) -> None:
+        self.tasks.insert(0, member)
+
+    def __or__(self, other: object) -> ParallelGroup:
+        right = _check_operand("|", other)
+        graph = current_workflow_context().graph
+        if isinstance(right, ParallelGroup):
+            if not graph.successors(self.task_id) and not graph.successors(right.task_id):
+                self.tasks.extend(right.tasks)
+                if right.task_id in graph and right.task_id != self.task_id:
+                    graph.remove_node(right.task_id)
+                return self
+            return ParallelGroup([self, right])
+        _ensure_registered(_entry(right))
+        self.tasks.append(_entry(right))
+        return self
+
+    def set_group_name(self, name: str) -> ParallelGroup:
+        """Rename this group's node in the current workflow; returns self."""
+        graph = current_workflow_context().graph
+        if self._task_id not in graph:
+            raise KeyError(f"Parallel group '{self._task_id}' is not in the current workflow")
+        if name != self._task_id:
+            graph.rename_node(self._task_id, name)
+        self._task_id = name
+        self._auto_named = False
+        return self
+
+    def with_execution(
+        self,
+        backend: Any = None,
+        backend_config: dict[str, Any] | None = None,
+        policy: str | GroupExecutionPolicy = "strict",
+    ) -> ParallelGroup:
+        """Choose the coordination backend, its options and the failure policy."""
+        if backend is not None:
+            value = getattr(backend, "value", backend)
+            if not isinstance(value, str):
+                raise ConfigError(f"unknown coordination backend {backend!r}")
+            value = value.lower()
+            if value not in ("threading", "redis", "direct", "process"):
+                raise ConfigError(
+                    f"unknown coordination backend {backend!r}; "
+                    "known: 'threading', 'redis', 'direct', 'process'"
+                )
+            self.execution_backend = value
+        else:
+            self.execution_backend = None
+        self.backend_config = dict(backend_config or {})
+        self.backend_config.pop("redis_client", None)
+        self.policy = canonicalize_group_policy(policy)
+        return self
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the members (and what follows them inside each branch) to completion."""
+        from graflow.core.engine import WorkflowEngine  # noqa: PLC0415 - engine imports tasks
+
+        WorkflowEngine().run_group(self.get_execution_context(), self)
+        return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["backend_config"] = {
+            k: v for k, v in self.backend_config.items() if k != "redis_client"
+        }
+        return state
+
+    def __repr__(self) -> str:
+        return f"ParallelGroup({[t.task_id for t in self.tasks]!r})"
+
+
+def chain(*tasks: Executable) -> SequentialTask:
+    """``chain(a, b, c)`` is ``a >> b >> c``."""
+    if not tasks:
+        raise ValueError("chain() needs at least one task")
+    if len(tasks) == 1:
+        only = tasks[0]
+        return only if isinstance(only, SequentialTask) else SequentialTask([only])
+    result = tasks[0] >> tasks[1]
+    for nxt in tasks[2:]:
+        result = result >> nxt
+    return result
+
+
+def parallel(*tasks: Executable) -> ParallelGroup:
+    """``parallel(a, b, c)`` is ``a | b | c``."""
+    if len(tasks) < 2:
+        raise ValueError("parallel() needs at least two tasks")
+    group = tasks[0] | tasks[1]
+    for nxt in tasks[2:]:
+        group = group | nxt
+    return group

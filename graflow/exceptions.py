@@ -1,0 +1,236 @@
+"""Every exception graflow raises, in one tree.
+
+The names and constructor signatures of the upstream Graflow core are kept so that scripts
+catching them keep working; graflow's own additions (worker loss, timeouts, backend faults)
+hang off the same roots.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailable",
+    "BarrierTimeout",
+    "ConfigError",
+    "CycleLimitExceededError",
+    "DuplicateTaskError",
+    "GraflowError",
+    "GraflowRuntimeError",
+    "GraflowWorkflowCanceledError",
+    "GraphCompilationError",
+    "GraphError",
+    "ParallelGroupError",
+    "PoisonMessage",
+    "RetryLimitExceededError",
+    "TaskError",
+    "TaskTimeoutError",
+    "UnknownHandlerError",
+    "UnknownTaskError",
+    "WorkerLost",
+    "as_runtime_error",
+]
+
+
+class GraflowError(Exception):
+    """Raised for any graflow failure; ``cause`` holds the original exception, if any."""
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.cause = cause
+
+    def __str__(self) -> str:
+        if self.cause is not None:
+            return f"{self.message} (caused by {self.cause})"
+        return self.message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Subclasses take other constructor arguments; rebuild from the instance dict.
+        return (_rebuild_error, (type(self), self.args, self.__dict__))
+
+
+def _rebuild_error(
+    cls: type[GraflowError], args: tuple[object, ...], state: dict[str, object]
+) -> GraflowError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
+
+class GraflowRuntimeError(GraflowError):
+    """Raised when a workflow fails while it runs."""
+
+
+class CycleLimitExceededError(GraflowRuntimeError):
+    """Raised when ``next_iteration`` is called after a task used up its ``max_cycles``."""
+
+    def __init__(self, task_id: str, cycle_count: int, max_cycles: int) -> None:
+        super().__init__(
+            f"CycleLimitExceededError(task_id={task_id}, cycle_count={cycle_count}, "
+            f"max_cycles={max_cycles})"
+        )
+        self.task_id = task_id
+        self.cycle_count = cycle_count
+        self.max_cycles = max_cycles
+
+
+class RetryLimitExceededError(GraflowRuntimeError):
+    """Raised when a task still fails after its last allowed retry."""
+
+    def __init__(
+        self,
+        task_id: str,
+        retry_count: int,
+        max_retries: int,
+        last_error: BaseException | None = None,
+    ) -> None:
+        super().__init__(
+            f"RetryLimitExceededError(task_id={task_id}, retry_count={retry_count}, "
+            f"max_retries={max_retries})",
+            cause=last_error,
+        )
+        self.task_id = task_id
+        self.retry_count = retry_count
+        self.max_retries = max_retries
+        self.last_error = last_error
+
+
+class TaskError(GraflowRuntimeError):
+    """Raised when a task failed in a way that has no exception of its own to carry.
+
+    Examples: its result or exception could not be pickled back from a worker, or the
+    exception itself could not be rebuilt. ``remote_traceback`` holds the formatted
+    traceback from the process that ran the task.
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        message: str,
+        cause: BaseException | None = None,
+        *,
+        attempt: int = 0,
+        remote_traceback: str | None = None,
+    ) -> None:
+        super().__init__(f"Task '{task_id}': {message}", cause=cause)
+        self.task_id = task_id
+        self.attempt = attempt
+        self.remote_traceback = remote_traceback
+
+
+class WorkerLost(TaskError):
+    """Raised when the worker process running a task died ``max_deliveries`` times."""
+
+    def __init__(self, task_id: str, deliveries: int, detail: str = "") -> None:
+        text = f"worker process died while running it ({deliveries} deliveries)"
+        if detail:
+            text = f"{text}: {detail}"
+        super().__init__(task_id, text)
+        self.deliveries = deliveries
+
+
+class TaskTimeoutError(TaskError):
+    """Raised when a task ran past its ``timeout_s`` and its worker was killed."""
+
+    def __init__(self, task_id: str, timeout_s: float) -> None:
+        super().__init__(task_id, f"timed out after {timeout_s:g} s")
+        self.timeout_s = timeout_s
+
+
+class ParallelGroupError(GraflowRuntimeError):
+    """Raised when a parallel group's execution policy rejects its members' outcomes."""
+
+    def __init__(
+        self,
+        message: str,
+        group_id: str,
+        failed_tasks: list[tuple[str, str | None]],
+        successful_tasks: list[str],
+    ) -> None:
+        super().__init__(message)
+        self.group_id = group_id
+        self.failed_tasks = failed_tasks
+        self.successful_tasks = successful_tasks
+
+
+class GraflowWorkflowCanceledError(GraflowRuntimeError):
+    """Raised when a task called ``cancel_workflow``."""
+
+    def __init__(self, message: str, task_id: str | None = None) -> None:
+        text = (
+            f"Workflow canceled by task '{task_id}': {message}"
+            if task_id
+            else f"Workflow canceled: {message}"
+        )
+        super().__init__(text)
+        self.task_id = task_id
+        self.reason = message
+
+
+class GraphCompilationError(GraflowError):
+    """Raised when a graph is malformed, before anything runs."""
+
+
+GraphError = GraphCompilationError
+
+
+class DuplicateTaskError(GraphCompilationError):
+    """Raised when a task id is added to a graph that already has it."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"Duplicate task ID: {task_id}")
+        self.task_id = task_id
+
+
+class UnknownTaskError(GraphCompilationError, GraflowRuntimeError, KeyError):
+    """Raised when a task id (start node, goto target, ...) is not in the graph."""
+
+    def __init__(self, task_id: str, known: list[str] | None = None) -> None:
+        known_text = ""
+        if known is not None:
+            shown = ", ".join(sorted(known)[:20])
+            more = "" if len(known) <= 20 else f", ... ({len(known)} in all)"
+            known_text = f". Available nodes: {shown}{more}"
+        GraphCompilationError.__init__(self, f"Node '{task_id}' not found in graph{known_text}")
+        self.task_id = task_id
+
+    def __str__(self) -> str:
+        return GraphCompilationError.__str__(self)
+
+
+class ConfigError(GraflowError):
+    """Raised when a setting, backend name or option value is invalid."""
+
+
+class UnknownHandlerError(ConfigError, ValueError):
+    """Raised when a task names a handler that is not registered on the engine."""
+
+    def __init__(self, handler_type: str, known: list[str]) -> None:
+        ConfigError.__init__(
+            self, f"Unknown handler type: {handler_type}. Supported: {', '.join(sorted(known))}"
+        )
+        self.handler_type = handler_type
+
+
+class BackendError(GraflowError):
+    """Raised when an execution backend (process pool, Redis) fails."""
+
+
+class BackendUnavailable(BackendError):
+    """Raised when a backend cannot be reached (Redis down, pool shut down)."""
+
+
+class BarrierTimeout(BackendError):
+    """Raised when a parallel group's barrier was not reached within the allowed time."""
+
+
+class PoisonMessage(BackendError):
+    """Raised when a queued message is undecodable, unsigned, forged or from another version."""
+
+
+def as_runtime_error(ex: BaseException) -> GraflowRuntimeError:
+    """Return ``ex`` if it already is a runtime error, else wrap it as upstream does."""
+    if isinstance(ex, GraflowRuntimeError):
+        return ex
+    return GraflowRuntimeError(f"An error occurred: {ex}", cause=ex)

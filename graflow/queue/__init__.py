@@ -1,0 +1,3 @@
+"""Task queues: where ready tasks wait for a worker."""
+
+__all__: list[str] = []
