@@ -92,7 +92,7 @@ class TaskExecutionContext:
         """The run's channel (one per run, shared by every branch)."""
         return self.execution_context.channel
 
-    def get_typed_channel(self, message_type: Any) -> TypedChannel:
+    def get_typed_channel(self, message_type: Any) -> TypedChannel[Any]:
         """The run's channel, validating values against a TypedDict."""
         return TypedChannel(self.get_channel(), message_type)
 
@@ -140,7 +140,7 @@ class TaskExecutionContext:
             Command(
                 CommandKind.NEXT_TASK,
                 task_id=task_id,
-                executable=executable if is_new else None,
+                executable=executable,
                 goto=goto or not is_new,
             )
         )

@@ -1,0 +1,1 @@
+"""Helpers kept under their upstream import paths; ``graflow.utils.graph`` draws graphs."""
