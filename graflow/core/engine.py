@@ -34,6 +34,7 @@ from graflow.core.handlers.direct import DirectTaskHandler
 from graflow.core.policy import resolve_group_policy
 from graflow.core.spec import Command, CommandKind, Completion, WorkItem
 from graflow.core.task import Executable, ParallelGroup, SequentialTask, TaskWrapper
+from graflow.core.workflow import get_current_workflow_context
 from graflow.exceptions import (
     GraflowRuntimeError,
     GraflowWorkflowCanceledError,
@@ -79,7 +80,17 @@ class RunStats:
 class _Frame:
     """A FIFO of task ids that runs one task at a time (the root, or one group branch)."""
 
-    __slots__ = ("busy", "dead", "error", "group", "member_id", "queue", "timers", "waiting")
+    __slots__ = (
+        "busy",
+        "dead",
+        "error",
+        "group",
+        "inline",
+        "member_id",
+        "queue",
+        "timers",
+        "waiting",
+    )
 
     def __init__(self, queue: deque[str], group: _GroupRun | None, member_id: str) -> None:
         self.queue = queue
@@ -89,6 +100,8 @@ class _Frame:
         self.dead = False
         self.waiting = False  # already in the scheduler's ready deque
         self.timers = 0  # retries waiting out their backoff
+        # Run tasks in the driver thread: the root frame, and branches of "direct" groups.
+        self.inline = group is None or group.exe.execution_backend == "direct"
         self.error: GraflowRuntimeError | None = None
 
 
@@ -163,6 +176,11 @@ class _Scheduler:
         self.timers: list[tuple[float, int, _Frame, str]] = []
         self.last_result: Any = None
         self.stopped = False
+        # Executables added at run time, in order (remote backends ship them to workers).
+        self.dynamic_nodes: list[Executable] = []
+        self.prepare_kwargs = bool(getattr(self.backend, "prepares_kwargs", False))
+        current = get_current_workflow_context()
+        self.in_block = current is not None and current.graph is self.graph
         queue = getattr(context.task_queue, "ids", None)
         if not isinstance(queue, deque):
             raise GraflowRuntimeError(
@@ -259,9 +277,9 @@ class _Scheduler:
             if isinstance(exe, ParallelGroup):
                 self._start_group(frame, exe)
                 continue
-            item = self._make_item(task_id, exe)
+            item = self._make_item(task_id, exe, frame)
             self.inflight[item.seq] = (frame, item)
-            completion = self.backend.submit(item, exe, frame is self.root)
+            completion = self.backend.submit(item, exe, frame.inline)
             if completion is not None:
                 self._apply(completion)
             if self.stopped:
@@ -278,7 +296,7 @@ class _Scheduler:
         except KeyError:
             raise UnknownTaskError(task_id, list(self.nodes)) from None
 
-    def _make_item(self, task_id: str, exe: Executable) -> WorkItem:
+    def _make_item(self, task_id: str, exe: Executable, frame: _Frame) -> WorkItem:
         ctx = self.context
         cc = ctx.cycle_controller
         rc = ctx.retry_controller
@@ -292,6 +310,9 @@ class _Scheduler:
                 rc.node_max_retries[task_id] = exe.max_retries
         attempt = rc.retry_counts.get(task_id, 0)
         cycle = cc.increment(task_id) if attempt == 0 else cc.get_cycle_count(task_id)
+        kwargs = None
+        if self.prepare_kwargs and isinstance(exe, TaskWrapper):
+            kwargs = exe.build_arguments(ctx.channel, (), {})[1]
         return WorkItem(
             next(self.seq),
             task_id,
@@ -299,8 +320,9 @@ class _Scheduler:
             cycle,
             cc.get_max_cycles_for_node(task_id),
             rc.get_max_retries_for_node(task_id),
-            None,
+            kwargs,
             getattr(exe, "timeout_s", None),
+            self.in_block and frame.group is None,
         )
 
     def handler_for(self, exe: Executable) -> TaskHandler:
@@ -377,15 +399,18 @@ class _Scheduler:
             for item in items:
                 if item.task_id not in self.nodes:
                     graph.add_node(item)
+                    self.dynamic_nodes.append(item)
             for left, right in itertools.pairwise(items):
                 graph.add_edge(left.task_id, right.task_id)
             return
         if cmd.task_id not in self.nodes:
             graph.add_node(exe, cmd.task_id)
+            self.dynamic_nodes.append(exe)
         if isinstance(exe, ParallelGroup):
             for member in exe.tasks:
                 if member.task_id not in self.nodes:
                     graph.add_node(member)
+                    self.dynamic_nodes.append(member)
 
     def _finish(
         self, frame: _Frame, task_id: str, value: Any, goto: bool, terminate: bool = False

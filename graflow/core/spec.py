@@ -16,7 +16,7 @@ __all__ = ["Command", "CommandKind", "Completion", "WorkItem"]
 class CommandKind(IntEnum):
     """Control commands a task can issue while it runs."""
 
-    NEXT_TASK = 1  # payload: (task_id, executable-if-new or None, goto)
+    NEXT_TASK = 1  # payload: (task_id, executable, goto)
     TERMINATE = 2  # payload: message
     CANCEL = 3  # payload: message
     CHECKPOINT = 4  # payload: (metadata, path)
@@ -51,6 +51,7 @@ class WorkItem:
     max_retries: int = 0
     kwargs: dict[str, Any] | None = None
     timeout_s: float | None = None
+    in_block: bool = False  # run as if inside the driver's `with workflow(...)` block
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ from graflow.exceptions import ConfigError, GraflowRuntimeError
 
 if TYPE_CHECKING:
     from graflow.core.context import ExecutionContext, TaskExecutionContext
+    from graflow.core.graph import TaskGraph
     from graflow.core.policy import GroupExecutionPolicy
 
 __all__ = [
@@ -39,8 +40,10 @@ def _ensure_registered(exe: Executable) -> None:
     if isinstance(exe, SequentialTask):
         return
     if exe._pending_registration:
-        current_workflow_context().graph.add_node(exe, skip_if_exists=True)
+        graph = current_workflow_context().graph
+        graph.add_node(exe, skip_if_exists=True)
         exe._pending_registration = False
+        exe._workflow_graph = graph
 
 
 def _register_new(exe: Executable, register: bool) -> None:
@@ -53,6 +56,7 @@ def _register_new(exe: Executable, register: bool) -> None:
         exe._pending_registration = True
     else:
         wf.graph.add_node(exe)
+        exe._workflow_graph = wf.graph
 
 
 def _entry(exe: Executable) -> Executable:
@@ -82,6 +86,7 @@ class Executable:
     handler_type: str = "direct"
     _pending_registration: bool = False
     _execution_context: ExecutionContext | None = None
+    _workflow_graph: TaskGraph | None = None  # the graph this executable was added to
 
     @property
     def task_id(self) -> str:
@@ -131,6 +136,7 @@ class Executable:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_execution_context", None)
+        state.pop("_workflow_graph", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -369,7 +375,9 @@ class ParallelGroup(Executable):
         self.tasks: list[Executable] = []
         self._auto_named = name is None
         self._uid = uuid.uuid4().hex
-        self._task_id = name if name is not None else wf.get_next_group_name()
+        # The counter advances even for named groups, as upstream's does.
+        default_name = wf.get_next_group_name()
+        self._task_id = name if name is not None else default_name
         self.execution_backend: str | None = None
         self.backend_config: dict[str, Any] = {}
         self.policy: Any = "strict"
@@ -377,6 +385,7 @@ class ParallelGroup(Executable):
             _ensure_registered(member)
             self.tasks.append(_entry(member))
         wf.graph.add_node(self)
+        self._workflow_graph = wf.graph
 
     @property
     def task_id(self) -> str:
@@ -416,7 +425,11 @@ class ParallelGroup(Executable):
         backend_config: dict[str, Any] | None = None,
         policy: str | GroupExecutionPolicy = "strict",
     ) -> ParallelGroup:
-        """Choose the coordination backend, its options and the failure policy."""
+        """Choose the coordination backend, its options and the failure policy.
+
+        A backend or config left out keeps what an earlier call set (``backend_config`` is
+        merged); the policy always takes the given value, so no arguments means strict.
+        """
         if backend is not None:
             value = getattr(backend, "value", backend)
             if not isinstance(value, str):
@@ -428,10 +441,10 @@ class ParallelGroup(Executable):
                     "known: 'threading', 'redis', 'direct', 'process'"
                 )
             self.execution_backend = value
-        else:
-            self.execution_backend = None
-        self.backend_config = dict(backend_config or {})
-        self.backend_config.pop("redis_client", None)
+        if backend_config is not None:
+            self.backend_config.update(
+                {k: v for k, v in backend_config.items() if k != "redis_client"}
+            )
         self.policy = canonicalize_group_policy(policy)
         return self
 
