@@ -22,11 +22,13 @@ __all__ = [
     "ParallelGroupError",
     "PoisonMessage",
     "RetryLimitExceededError",
+    "RunInterrupted",
     "TaskError",
     "TaskTimeoutError",
     "UnknownHandlerError",
     "UnknownTaskError",
     "WorkerLost",
+    "WorkflowTimeoutError",
     "as_runtime_error",
 ]
 
@@ -95,6 +97,10 @@ class RetryLimitExceededError(GraflowRuntimeError):
         self.max_retries = max_retries
         self.last_error = last_error
 
+    def __str__(self) -> str:
+        # Upstream's form: the last error is in ``cause``/``last_error``, not in the text.
+        return self.message
+
 
 class TaskError(GraflowRuntimeError):
     """Raised when a task failed in a way that has no exception of its own to carry.
@@ -113,7 +119,7 @@ class TaskError(GraflowRuntimeError):
         attempt: int = 0,
         remote_traceback: str | None = None,
     ) -> None:
-        super().__init__(f"Task '{task_id}': {message}", cause=cause)
+        super().__init__(f"Error in task '{task_id}': {message}", cause=cause)
         self.task_id = task_id
         self.attempt = attempt
         self.remote_traceback = remote_traceback
@@ -136,6 +142,24 @@ class TaskTimeoutError(TaskError):
     def __init__(self, task_id: str, timeout_s: float) -> None:
         super().__init__(task_id, f"timed out after {timeout_s:g} s")
         self.timeout_s = timeout_s
+
+
+class WorkflowTimeoutError(GraflowRuntimeError, TimeoutError):
+    """Raised when a whole run exceeded the ``timeout_s`` given to ``graflow.run``."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"workflow did not finish within {timeout_s:g} s")
+        self.timeout_s = timeout_s
+
+
+class RunInterrupted(GraflowRuntimeError):
+    """Raised when a run was stopped by SIGINT/SIGTERM (after draining in-flight tasks)."""
+
+    def __init__(self, signal_name: str, drained: bool) -> None:
+        how = "after in-flight tasks finished" if drained else "at once"
+        super().__init__(f"run interrupted by {signal_name}, stopped {how}")
+        self.signal_name = signal_name
+        self.drained = drained
 
 
 class ParallelGroupError(GraflowRuntimeError):

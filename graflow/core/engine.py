@@ -145,6 +145,13 @@ class WorkflowEngine:
         """Run ``context`` until its queue is empty; return the last root task's result."""
         return _Scheduler(self, context, self._backend).run(start_task_id)
 
+    def run(
+        self, context: ExecutionContext, start_task_id: str | None = None
+    ) -> tuple[Any, RunStats]:
+        """Like ``execute``, and also return the run's counters."""
+        scheduler = _Scheduler(self, context, self._backend)
+        return scheduler.run(start_task_id), scheduler.stats
+
     def run_group(self, context: ExecutionContext, group: ParallelGroup) -> None:
         """Run one parallel group (and its branches) in ``context``."""
         scheduler = _Scheduler(self, context, self._backend)
@@ -363,6 +370,7 @@ class _Scheduler:
         if commands:
             self._finish_with_commands(frame, item.task_id, completion.value, commands)
         else:
+            self.context._goto_called = False  # the flag describes the last finished task
             self._finish(frame, item.task_id, completion.value, goto=False)
 
     def _finish_with_commands(

@@ -1,0 +1,1 @@
+"""graflow.mp: the multiprocessing engine."""

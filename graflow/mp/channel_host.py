@@ -1,0 +1,110 @@
+"""The run's channel as served by the supervisor to its worker processes.
+
+Workers send channel operations as requests; the supervisor applies them to the run's one
+channel, in arrival order, on its single thread: that is what makes ``atomic_add`` atomic
+across processes and a write visible to every task that starts after the writer finished.
+``lock`` is a per-key re-entrant lock owned by a worker; a request that cannot be granted
+is parked (the worker waits for its reply) until the lock is released or its timeout ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from graflow.channels.base import Channel
+
+__all__ = ["ChannelHost"]
+
+Reply = Callable[[int, bool, Any], None]  # (worker index, ok, value or exception)
+
+_PLAIN_OPS = frozenset(
+    {"set", "get", "delete", "exists", "keys", "clear", "append", "prepend", "atomic_add"}
+)
+
+
+class ChannelHost:
+    """Applies workers' channel requests to one channel and arbitrates its locks."""
+
+    def __init__(self, channel: Channel, reply: Reply) -> None:
+        self.channel = channel
+        self._reply = reply
+        self._owners: dict[str, tuple[int, int]] = {}  # key -> (worker, depth)
+        self._waiters: dict[str, deque[tuple[int, float]]] = {}  # key -> (worker, deadline)
+
+    def handle(self, worker: int, op: str, args: tuple[Any, ...]) -> None:
+        """Serve one request from ``worker`` (replies now, or later for a parked lock)."""
+        if op in _PLAIN_OPS:
+            try:
+                value = getattr(self.channel, op)(*args)
+            except Exception as exc:  # noqa: BLE001 - the error belongs to the calling task
+                self._reply(worker, False, exc)
+                return
+            self._reply(worker, True, value)
+        elif op == "snapshot":
+            self._reply(worker, True, self.channel.snapshot())
+        elif op == "lock_acquire":
+            self._acquire(worker, args[0], float(args[1]))
+        elif op == "lock_release":
+            self._release(worker, args[0])
+            self._reply(worker, True, None)
+        else:
+            self._reply(worker, False, ValueError(f"unknown channel operation {op!r}"))
+
+    def _acquire(self, worker: int, key: str, timeout_s: float) -> None:
+        owner = self._owners.get(key)
+        if owner is None or owner[0] == worker:
+            self._owners[key] = (worker, (owner[1] if owner else 0) + 1)
+            self._reply(worker, True, None)
+            return
+        self._waiters.setdefault(key, deque()).append((worker, time.monotonic() + timeout_s))
+
+    def _release(self, worker: int, key: str) -> None:
+        owner = self._owners.get(key)
+        if owner is None or owner[0] != worker:
+            return
+        if owner[1] > 1:
+            self._owners[key] = (worker, owner[1] - 1)
+            return
+        del self._owners[key]
+        self._grant_next(key)
+
+    def _grant_next(self, key: str) -> None:
+        waiters = self._waiters.get(key)
+        while waiters:
+            worker, deadline = waiters.popleft()
+            if deadline >= time.monotonic():
+                self._owners[key] = (worker, 1)
+                self._reply(worker, True, None)
+                return
+            self._reply(worker, False, TimeoutError(f"could not acquire lock on '{key}'"))
+        self._waiters.pop(key, None)
+
+    def expire_waiters(self) -> float | None:
+        """Fail lock requests past their timeout; return seconds to the next deadline."""
+        now = time.monotonic()
+        nearest: float | None = None
+        for key, waiters in list(self._waiters.items()):
+            kept: deque[tuple[int, float]] = deque()
+            for worker, deadline in waiters:
+                if deadline < now:
+                    self._reply(worker, False, TimeoutError(f"could not acquire lock on '{key}'"))
+                else:
+                    kept.append((worker, deadline))
+                    nearest = deadline if nearest is None else min(nearest, deadline)
+            if kept:
+                self._waiters[key] = kept
+            else:
+                del self._waiters[key]
+        return None if nearest is None else max(0.0, nearest - now)
+
+    def forget_worker(self, worker: int) -> None:
+        """A worker died: drop its locks (granting them onward) and its parked requests."""
+        for key, waiters in list(self._waiters.items()):
+            self._waiters[key] = deque(w for w in waiters if w[0] != worker)
+        for key, (owner, _depth) in list(self._owners.items()):
+            if owner == worker:
+                del self._owners[key]
+                self._grant_next(key)

@@ -1,0 +1,86 @@
+"""Framing of supervisor <-> worker messages over multiprocessing pipes.
+
+A message is a tuple whose first element is one of the ``Msg`` codes. It is pickled with
+the C pickler (protocol 5) when it can be, with cloudpickle otherwise (closures, lambdas,
+tasks defined in ``__main__``). A message whose pickle would exceed the shared-memory
+threshold is re-encoded with its large buffers in ``multiprocessing.shared_memory``
+segments (graflow.mp.shm), so only segment names travel through the pipe.
+
+Frame: one tag byte, then the payload.
+    b"P" + pickle                         small message
+    b"S" + pickle((segment refs, pickle)) large message, buffers out of band
+"""
+
+from __future__ import annotations
+
+import pickle
+from enum import IntEnum
+from multiprocessing.connection import Connection
+from typing import Any
+
+import cloudpickle
+
+from graflow.mp import shm
+
+__all__ = ["Msg", "dumps", "loads", "recv", "send"]
+
+_PLAIN = b"P"
+_SHARED = b"S"
+
+
+class Msg(IntEnum):
+    """Message codes (first element of every message tuple)."""
+
+    RUN = 1  # (RUN, run_id, graph_blob, handlers_blob)
+    NODES = 2  # (NODES, run_id, [executable, ...])
+    ITEMS = 3  # (ITEMS, run_id, [item tuple, ...])
+    END_RUN = 4  # (END_RUN, run_id)
+    STOP = 5  # (STOP,)
+    CHAN_REPLY = 6  # (CHAN_REPLY, ok, value)
+    DONE = 10  # (DONE, [completion tuple, ...])
+    CHAN = 11  # (CHAN, run_id, op, args)
+    RETIRING = 12  # (RETIRING, reason)
+
+
+def _pickle(obj: Any) -> bytes:
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return cloudpickle.dumps(obj, protocol=5)  # type: ignore[no-any-return]
+
+
+def dumps(obj: Any, threshold_bytes: int) -> bytes:
+    """Encode a message; raises the pickling error if it cannot be pickled at all."""
+    data = _pickle(obj)
+    if len(data) < threshold_bytes:
+        return _PLAIN + data
+    payload, refs = shm.encode(obj, threshold_bytes=threshold_bytes)
+    if not refs:
+        return _PLAIN + data
+    try:
+        return _SHARED + pickle.dumps((refs, payload), protocol=5)
+    except BaseException:
+        shm.release(refs)
+        raise
+
+
+def loads(frame: bytes) -> Any:
+    """Decode a message made by ``dumps`` (unlinks its shared-memory segments)."""
+    tag = frame[:1]
+    view = memoryview(frame)[1:]
+    if tag == _PLAIN:
+        return pickle.loads(view)
+    if tag == _SHARED:
+        refs, payload = pickle.loads(view)
+        return shm.decode(payload, refs)
+    raise ValueError(f"malformed frame (tag {tag!r})")
+
+
+def send(conn: Connection, obj: Any, threshold_bytes: int) -> None:
+    """Encode and send one message."""
+    conn.send_bytes(dumps(obj, threshold_bytes))
+
+
+def recv(conn: Connection) -> Any:
+    """Receive and decode one message (EOFError when the other side is gone)."""
+    return loads(conn.recv_bytes())

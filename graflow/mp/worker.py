@@ -1,0 +1,342 @@
+"""The worker process: receives batches of work items over its pipe, runs them, answers.
+
+    supervisor ──RUN / NODES / ITEMS / END_RUN / STOP──▶ worker
+    supervisor ◀──────── DONE / CHAN / RETIRING ──────── worker
+
+A worker runs one item at a time, in the order received, and answers each batch with one
+DONE message. Before an item starts, its sequence number is written to the worker's slot
+in a shared array, so that if the process dies the supervisor knows which item killed it
+(the others of the batch are redelivered without being charged a delivery).
+
+The run's channel lives in the supervisor: channel operations are request/reply messages
+on the same pipe; messages that arrive while a reply is awaited are kept for later.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import psutil
+
+from graflow.channels.base import Channel
+from graflow.core.backend import run_item
+from graflow.core.context import ExecutionContext
+from graflow.core.cycle import CycleController
+from graflow.core.graph import TaskGraph
+from graflow.core.handler import TaskHandler
+from graflow.core.retry import RetryController
+from graflow.core.spec import Completion, WorkItem
+from graflow.core.task import Executable
+from graflow.core.workflow import WorkflowContext, set_current_workflow_context
+from graflow.exceptions import TaskError
+from graflow.mp import pipe
+from graflow.mp.pipe import Msg
+
+__all__ = ["WorkerSettings", "worker_main"]
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What a worker process needs to know about its pool."""
+
+    index: int
+    shm_threshold_bytes: int = 64 * 1024
+    max_tasks: int | None = None
+    max_rss_bytes: int | None = None
+
+
+class _Link:
+    """The worker's end of its pipe, with a backlog for messages read out of turn."""
+
+    def __init__(self, conn: Connection, threshold_bytes: int) -> None:
+        self.conn = conn
+        self.threshold_bytes = threshold_bytes
+        self.backlog: deque[Any] = deque()
+
+    def next_message(self) -> Any:
+        if self.backlog:
+            return self.backlog.popleft()
+        return pipe.recv(self.conn)
+
+    def send(self, msg: Any) -> None:
+        pipe.send(self.conn, msg, self.threshold_bytes)
+
+    def call(self, msg: Any) -> Any:
+        """Send a request and wait for its CHAN_REPLY, keeping other messages for later."""
+        self.send(msg)
+        while True:
+            reply = pipe.recv(self.conn)
+            if reply[0] == Msg.CHAN_REPLY:
+                ok, value = reply[1], reply[2]
+                if ok:
+                    return value
+                raise value
+            self.backlog.append(reply)
+
+
+class RemoteChannel(Channel):
+    """The run's channel, hosted by the supervisor, reached over the worker's pipe."""
+
+    def __init__(self, name: str, link: _Link) -> None:
+        super().__init__(name)
+        self._link = link
+
+    def _call(self, op: str, *args: Any) -> Any:
+        return self._link.call((Msg.CHAN, self.name, op, args))
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        self._call("set", key, value, ttl)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._call("get", key, default)
+
+    def delete(self, key: str) -> bool:
+        return bool(self._call("delete", key))
+
+    def exists(self, key: str) -> bool:
+        return bool(self._call("exists", key))
+
+    def keys(self) -> list[str]:
+        return list(self._call("keys"))
+
+    def clear(self) -> None:
+        self._call("clear")
+
+    def append(self, key: str, value: Any, ttl: float | None = None) -> int:
+        return int(self._call("append", key, value, ttl))
+
+    def prepend(self, key: str, value: Any, ttl: float | None = None) -> int:
+        return int(self._call("prepend", key, value, ttl))
+
+    def atomic_add(self, key: str, amount: int | float = 1) -> int | float:
+        return self._call("atomic_add", key, amount)  # type: ignore[no-any-return]
+
+    @contextmanager
+    def lock(self, key: str, timeout: float = 10.0) -> Iterator[None]:
+        self._call("lock_acquire", key, timeout)
+        try:
+            yield
+        finally:
+            self._call("lock_release", key)
+
+    def snapshot(self) -> dict[str, Any]:
+        return dict(self._call("snapshot"))
+
+
+class WorkerContext(ExecutionContext):
+    """The worker-side view of a run: its graph, the remote channel, captured results."""
+
+    def __init__(self, run_id: str, graph: TaskGraph, channel: Channel) -> None:
+        # Deliberately not ExecutionContext.__init__: the run state lives in the supervisor,
+        # this object only carries what task bodies and handlers read.
+        self.session_id = run_id
+        self.trace_id = run_id
+        self.graph = graph
+        self.channel = channel
+        self.start_node = None
+        self.max_steps = 0
+        self.steps = 0
+        self.parent_context = None
+        self.tracer = None
+        self.llm_client = None
+        self.prompt_manager = None
+        self.channel_backend = "remote"
+        self._config = {}
+        self.cycle_controller = CycleController(10)
+        self.retry_controller = RetryController(0)
+        self.completed_tasks = []
+        self._completed_set = set()
+        self._task_stack = []
+        self.results: dict[str, Any] = {}
+
+    def set_result(self, task_id: str, result: Any) -> None:
+        self.results[task_id] = result
+
+    def get_result(self, task_id: str, default: Any = None) -> Any:
+        if task_id in self.results:
+            return self.results[task_id]
+        return self.channel.get(f"{task_id}.__result__", default)
+
+
+class _RunState:
+    def __init__(self, run_id: str, graph: TaskGraph, handlers: dict[str, TaskHandler], link: _Link):
+        self.context = WorkerContext(run_id, graph, RemoteChannel(run_id, link))
+        self.handlers = handlers
+        self.block = WorkflowContext(f"run-{run_id}")
+        self.block.graph = graph
+
+
+def _item_from_tuple(raw: tuple[Any, ...]) -> WorkItem:
+    return WorkItem(*raw)
+
+
+def _completion_tuple(c: Completion) -> tuple[Any, ...]:
+    return (c.seq, c.task_id, c.ok, c.value, c.error, c.commands, c.duration_s, c.traceback)
+
+
+class Worker:
+    """The loop of one worker process."""
+
+    def __init__(self, conn: Connection, slots: Any, settings: WorkerSettings) -> None:
+        self.link = _Link(conn, settings.shm_threshold_bytes)
+        self.slots = slots
+        self.settings = settings
+        self.runs: dict[str, _RunState] = {}
+        self.tasks_done = 0
+        self.retiring = False
+
+    def serve(self) -> None:
+        """Handle messages until STOP or until the supervisor goes away."""
+        while True:
+            try:
+                msg = self.link.next_message()
+            except (EOFError, OSError):
+                return
+            kind = msg[0]
+            if kind == Msg.ITEMS:
+                self._run_items(msg[1], msg[2])
+            elif kind == Msg.RUN:
+                self._start_run(msg[1], msg[2], msg[3])
+            elif kind == Msg.NODES:
+                self._add_nodes(msg[1], msg[2])
+            elif kind == Msg.END_RUN:
+                self.runs.pop(msg[1], None)
+            elif kind == Msg.STOP:
+                return
+
+    def _start_run(self, run_id: str, graph_blob: bytes, handlers_blob: bytes) -> None:
+        graph = pickle.loads(graph_blob)
+        handlers = pickle.loads(handlers_blob)
+        self.runs[run_id] = _RunState(run_id, graph, handlers, self.link)
+
+    def _add_nodes(self, run_id: str, nodes: list[Executable]) -> None:
+        state = self.runs.get(run_id)
+        if state is None:
+            return
+        graph = state.context.graph
+        for exe in nodes:
+            if exe.task_id not in graph.nodes:
+                graph.add_node(exe)
+
+    def _run_items(self, run_id: str, raw_items: list[tuple[Any, ...]]) -> None:
+        state = self.runs.get(run_id)
+        completions: list[tuple[Any, ...]] = []
+        slots = self.slots
+        index = self.settings.index
+        for raw in raw_items:
+            item = _item_from_tuple(raw)
+            slots[index] = item.seq
+            if state is None:
+                err = TaskError(item.task_id, f"worker has no graph for run {run_id}")
+                completions.append((item.seq, item.task_id, False, None, err, None, 0.0, None))
+                continue
+            completions.append(_completion_tuple(self._run_one(state, item)))
+        slots[index] = 0
+        self.tasks_done += len(raw_items)
+        self._send_done(completions)
+        self._check_recycle()
+
+    def _run_one(self, state: _RunState, item: WorkItem) -> Completion:
+        context = state.context
+        try:
+            exe = context.graph.get_node(item.task_id)
+        except KeyError:
+            err = TaskError(item.task_id, "task is not in the graph shipped to the worker")
+            return Completion(item.seq, item.task_id, False, None, err)
+        if item.in_block:
+            set_current_workflow_context(state.block)
+        try:
+            completion = run_item(context, item, exe, state.handlers)
+        finally:
+            if item.in_block:
+                set_current_workflow_context(None)
+        if completion.ok:
+            completion.value = context.results.pop(item.task_id, completion.value)
+        else:
+            context.results.pop(item.task_id, None)
+            completion.error = _portable_error(item.task_id, completion)
+        return completion
+
+    def _send_done(self, completions: list[tuple[Any, ...]]) -> None:
+        try:
+            self.link.send((Msg.DONE, completions))
+            return
+        except Exception:  # noqa: BLE001 - one bad value must not lose the whole batch
+            pass
+        for entry in completions:
+            try:
+                self.link.send((Msg.DONE, [entry]))
+            except Exception as exc:  # noqa: BLE001 - reported as the task's failure
+                self.link.send((Msg.DONE, [_unpicklable(entry, exc)]))
+
+    def _check_recycle(self) -> None:
+        if self.retiring:
+            return
+        reason = None
+        max_tasks = self.settings.max_tasks
+        if max_tasks is not None and self.tasks_done >= max_tasks:
+            reason = f"served {self.tasks_done} tasks"
+        elif self.settings.max_rss_bytes is not None:
+            rss = _rss_bytes()
+            if rss > self.settings.max_rss_bytes:
+                reason = f"RSS {rss // (1024 * 1024)} MiB above the limit"
+        if reason is not None:
+            self.retiring = True
+            self.link.send((Msg.RETIRING, reason))
+
+
+def _unpicklable(entry: tuple[Any, ...], exc: BaseException) -> tuple[Any, ...]:
+    seq, task_id, ok, _value, error, _commands, duration, tb = entry
+    what = "result" if ok else "exception"
+    detail = f"{type(exc).__name__}: {exc}"
+    err = TaskError(
+        task_id,
+        f"its {what} could not be sent back from the worker process ({detail})",
+        remote_traceback=tb if not ok else None,
+    )
+    if not ok and error is not None:
+        err.message += f"; original error: {type(error).__name__}: {error}"
+    return (seq, task_id, False, None, err, None, duration, tb)
+
+
+def _portable_error(task_id: str, completion: Completion) -> BaseException:
+    """The completion's exception if it survives a pickle round trip, else a TaskError."""
+    error = completion.error
+    try:
+        pickle.loads(pickle.dumps(error, protocol=5))
+        return error  # type: ignore[return-value]
+    except Exception as exc:  # noqa: BLE001 - any failure means: send a description instead
+        return TaskError(
+            task_id,
+            f"raised {type(error).__name__}: {error} (the exception itself could not be "
+            f"sent back from the worker process: {exc})",
+            remote_traceback=completion.traceback,
+        )
+
+
+def _rss_bytes() -> int:
+    return int(psutil.Process().memory_info().rss)
+
+
+def worker_main(conn: Connection, slots: Any, settings: WorkerSettings) -> None:
+    """Entry point of a worker process."""
+    # Ctrl-C goes to the whole foreground process group; the supervisor decides what an
+    # interrupt means (drain, then stop), so workers ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        Worker(conn, slots, settings).serve()
+    finally:
+        try:
+            conn.close()
+        except OSError:
+            pass
+        os._exit(0)
