@@ -10,6 +10,7 @@ completion arrives, whichever process the task ran in.
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,6 +40,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# What pickling raises for objects it cannot handle (locks, sockets, open files, generators).
+_PICKLE_ERRORS = (pickle.PicklingError, TypeError, AttributeError, ValueError, RecursionError)
 
 
 class TaskExecutionContext:
@@ -382,8 +386,12 @@ class ExecutionContext:
 
     @contextmanager
     def executing_task(self, task: Executable) -> Iterator[TaskExecutionContext]:
-        """Run a block as ``task``'s execution (counts a cycle, sets the current context)."""
+        """Run a block as ``task``'s execution (counts a cycle, sets the current context).
+
+        The task's own ``max_cycles``, ``max_retries`` and ``retry_policy`` apply from here on.
+        """
         task_id = task.task_id
+        self._apply_task_settings(task)
         if self.retry_controller.get_retry_count(task_id) == 0:
             self.cycle_controller.increment(task_id)
         task_ctx = TaskExecutionContext(task_id, self, task=task)
@@ -393,6 +401,19 @@ class ExecutionContext:
             yield task_ctx
         finally:
             current_task_context.reset(token)
+
+    def _apply_task_settings(self, task: Executable) -> None:
+        """Register ``task``'s cycle budget and retry settings with the controllers."""
+        if not isinstance(task, TaskWrapper):
+            return
+        task_id = task.task_id
+        if task.max_cycles is not None:
+            self.cycle_controller.set_node_max_cycles(task_id, task.max_cycles)
+        if task.retry_policy is not None:
+            if task_id not in self.retry_controller.node_policies:
+                self.retry_controller.set_node_policy(task_id, task.retry_policy)
+        elif task.max_retries is not None:
+            self.retry_controller.set_node_max_retries(task_id, task.max_retries)
 
     def _require_task_context(self, what: str) -> TaskExecutionContext:
         ctx = self.current_task_context
@@ -440,9 +461,38 @@ class ExecutionContext:
             self.task_queue.enqueue(TaskSpec(self.graph.get_node(task_id), self))
 
     def save(self, path: str = "execution_context.pkl") -> None:
-        """Pickle this run (graph, channel contents, queue, counters) to ``path``."""
+        """Pickle this run (graph, channel contents, queue, counters) to ``path``.
+
+        Raises:
+            GraflowRuntimeError: something in the run cannot be pickled; the message names
+                the channel keys at fault, and nothing is written.
+        """
+        try:
+            blob = cloudpickle.dumps(self)
+        except _PICKLE_ERRORS as exc:
+            raise GraflowRuntimeError(
+                f"cannot save execution context {self.session_id} to {path!r}: "
+                f"{self._describe_unpicklable()}",
+                cause=exc,
+            ) from exc
         with open(path, "wb") as fh:
-            cloudpickle.dump(self, fh)
+            fh.write(blob)
+
+    def _describe_unpicklable(self) -> str:
+        """Which part of this run defeats pickling, in words."""
+        bad: list[str] = []
+        if self.channel_backend == "memory":
+            for key, value in self.channel.snapshot().items():
+                try:
+                    cloudpickle.dumps(value)
+                except _PICKLE_ERRORS:
+                    bad.append(f"{key!r} ({type(value).__name__})")
+        if bad:
+            return f"channel key(s) {', '.join(bad)} hold values that cannot be pickled"
+        return (
+            "the graph or run state holds an object that cannot be pickled "
+            "(a task closing over a lock, socket or client?)"
+        )
 
     @classmethod
     def load(cls, path: str = "execution_context.pkl") -> ExecutionContext:

@@ -566,6 +566,7 @@ class ProcessBackend:
     def _on_death(self, handle: _Handle, timed_out: int | None = None) -> None:
         self._drain_all(handle)
         running = self.sup._slots[handle.index]
+        handle.proc.join(0.5)
         exitcode = handle.proc.exitcode
         leftovers = list(handle.outstanding.values())
         handle.outstanding.clear()
