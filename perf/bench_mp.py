@@ -187,9 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"processes": procs, "repeat": rep, "cpus": os.cpu_count()}
     rows: list[tuple[str, str, str, str]] = []
 
-    with graflow.Supervisor(procs) as sup, cf.ProcessPoolExecutor(
-        procs, mp_context=ctx
-    ) as ex, ctx.Pool(procs) as pool:
+    with (
+        graflow.Supervisor(procs) as sup,
+        cf.ProcessPoolExecutor(procs, mp_context=ctx) as ex,
+        ctx.Pool(procs) as pool,
+    ):
         w1_graflow(sup, 1000)
         list(ex.map(noop_arg, range(100)))
         if "W1" in only:
@@ -197,13 +199,17 @@ def main(argv: list[str] | None = None) -> int:
             p = median_of(rep, lambda: w1_ppe(ex, 10_000))
             m = median_of(rep, lambda: w1_pool(pool, 10_000))
             out["W1"] = {"graflow_tps": g, "ppe_tps": p, "pool_tps": m}
-            rows.append(("W1 tasks/s", f"{g:,.0f}", f"{p:,.0f} (x{g / p:.2f})", f"{m:,.0f} (x{g / m:.2f})"))
+            rows.append(
+                ("W1 tasks/s", f"{g:,.0f}", f"{p:,.0f} (x{g / p:.2f})", f"{m:,.0f} (x{g / m:.2f})")
+            )
         if "W3" in only:
             g = median_of(rep, lambda: w3_graflow(sup, 1000))
             p = median_of(rep, lambda: w3_ppe(ex, 1000))
             m = median_of(rep, lambda: w3_pool(pool, 1000))
             out["W3"] = {"graflow_us": g, "ppe_us": p, "pool_us": m}
-            rows.append(("W3 us/hop", f"{g:.1f}", f"{p:.1f} (x{p / g:.2f})", f"{m:.1f} (x{m / g:.2f})"))
+            rows.append(
+                ("W3 us/hop", f"{g:.1f}", f"{p:.1f} (x{p / g:.2f})", f"{m:.1f} (x{m / g:.2f})")
+            )
         if "W4" in only:
             size = 100 * 1024 * 1024
             g = median_of(rep, lambda: w4_graflow(sup, size))
@@ -213,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         if "M" in only:
             growth = memory_growth(sup, args.memory_tasks, 10_000)
             out["memory_growth_mb"] = growth
-            rows.append((f"M RSS growth, {args.memory_tasks:,} tasks", f"{growth:.1f} MB", "-", "-"))
+            rows.append(
+                (f"M RSS growth, {args.memory_tasks:,} tasks", f"{growth:.1f} MB", "-", "-")
+            )
     if "W2" in only:
         work = calibrate_burn(0.5)
         g1 = median_of(rep, lambda: w2_graflow(1, work))

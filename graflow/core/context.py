@@ -24,10 +24,10 @@ from graflow.channels.factory import ChannelFactory
 from graflow.channels.typed import TypedChannel
 from graflow.core.cycle import CycleController, base_task_id
 from graflow.core.graph import TaskGraph
+from graflow.core.retry import RetryController
 from graflow.core.scope import current_task_context
 from graflow.core.spec import Command, CommandKind
 from graflow.core.task import Executable, ParallelGroup, SequentialTask, Task, TaskWrapper
-from graflow.core.retry import RetryController
 from graflow.exceptions import CycleLimitExceededError, GraflowRuntimeError
 from graflow.queue.base import TaskQueue, TaskSpec
 from graflow.queue.factory import QueueBackend, TaskQueueFactory
@@ -233,9 +233,7 @@ class ExecutionContext:
         seed = start_node if start_node is not None and graph.has_node(start_node) else None
         if start_node is not None and seed is None:
             logger.debug("start node %r is not in the graph; the queue starts empty", start_node)
-        self.task_queue: TaskQueue = TaskQueueFactory.create_queue(
-            self.queue_backend, self, seed
-        )
+        self.task_queue: TaskQueue = TaskQueueFactory.create_queue(self.queue_backend, self, seed)
 
     @classmethod
     def create(
@@ -441,7 +439,9 @@ class ExecutionContext:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_task_stack"] = []
-        state["_channel_data"] = self.channel.snapshot() if self.channel_backend == "memory" else None
+        state["_channel_data"] = (
+            self.channel.snapshot() if self.channel_backend == "memory" else None
+        )
         state["_queued_ids"] = self.task_queue.to_list()
         del state["channel"]
         del state["task_queue"]

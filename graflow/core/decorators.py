@@ -36,7 +36,7 @@ def task(
 def task(
     id_or_func: Callable[..., Any] | str | None = None,
     *,
-    id: str | None = None,  # noqa: A002 - the upstream keyword
+    id: str | None = None,
     inject_context: bool = False,
     inject_llm_client: bool = False,
     inject_llm_agent: str | None = None,

@@ -32,9 +32,7 @@ class RetryPolicy:
         if self.initial_interval < 0 or self.max_interval < 0:
             raise ConfigError("RetryPolicy intervals must be >= 0")
         if self.backoff_factor < 1:
-            raise ConfigError(
-                f"RetryPolicy.backoff_factor must be >= 1, got {self.backoff_factor}"
-            )
+            raise ConfigError(f"RetryPolicy.backoff_factor must be >= 1, got {self.backoff_factor}")
 
     def get_delay(self, retry_count: int) -> float:
         """Seconds to wait before retry number ``retry_count`` (0-based)."""

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import multiprocessing as mp
@@ -76,10 +77,8 @@ class _Poller:
         self._poll.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
 
     def unregister(self, fd: int) -> None:
-        try:
+        with contextlib.suppress(KeyError):
             self._poll.unregister(fd)
-        except KeyError:
-            pass
 
     def poll(self, timeout_s: float | None) -> list[tuple[int, int]]:
         timeout_ms = None if timeout_s is None else max(0, math.ceil(timeout_s * 1000))
@@ -229,10 +228,8 @@ class Supervisor:
             return
         self._closed = True
         for handle in self._handles:
-            try:
+            with contextlib.suppress(OSError):
                 pipe.send(handle.conn, (Msg.STOP,), self.shm_threshold_bytes)
-            except OSError:
-                pass
         deadline = time.monotonic() + timeout_s
         for handle in self._handles:
             handle.proc.join(max(0.0, deadline - time.monotonic()))
@@ -278,9 +275,7 @@ class Supervisor:
                 logger.warning("%s received: finishing in-flight tasks, then stopping", name)
                 backend.draining = (name, time.monotonic() + self.grace_s)
 
-        previous = {
-            sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
@@ -422,10 +417,9 @@ class ProcessBackend:
             self._send_items_one_by_one(handle, batch)
             return
         self._register(handle, batch)
-        try:
+        # On OSError the sentinel reports the death; outstanding items are resent then.
+        with contextlib.suppress(OSError):
             handle.conn.send_bytes(frame)
-        except OSError:
-            pass  # the sentinel reports the death; outstanding items are resent then
 
     def _send_items_one_by_one(self, handle: _Handle, batch: list[WorkItem]) -> None:
         for item in batch:
@@ -596,8 +590,8 @@ class ProcessBackend:
                 self.deliveries[item.seq] = count
                 if count >= self.sup.max_deliveries:
                     detail = f"exit code {exitcode}"
-                    err = WorkerLost(item.task_id, count, detail)
-                    self.ready.append(Completion(item.seq, item.task_id, False, None, err))
+                    lost = WorkerLost(item.task_id, count, detail)
+                    self.ready.append(Completion(item.seq, item.task_id, False, None, lost))
                 else:
                     self.pending.appendleft(item)
             else:
@@ -644,4 +638,3 @@ class ProcessBackend:
                 raise RunInterrupted(name, drained=True)
             if now >= grace_end:
                 raise RunInterrupted(name, drained=False)
-

@@ -14,6 +14,7 @@ on the same pipe; messages that arrive while a reply is awaited are kept for lat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -167,7 +168,9 @@ class WorkerContext(ExecutionContext):
 
 
 class _RunState:
-    def __init__(self, run_id: str, graph: TaskGraph, handlers: dict[str, TaskHandler], link: _Link):
+    def __init__(
+        self, run_id: str, graph: TaskGraph, handlers: dict[str, TaskHandler], link: _Link
+    ) -> None:
         self.context = WorkerContext(run_id, graph, RemoteChannel(run_id, link))
         self.handlers = handlers
         self.block = WorkflowContext(f"run-{run_id}")
@@ -335,8 +338,6 @@ def worker_main(conn: Connection, slots: Any, settings: WorkerSettings) -> None:
     try:
         Worker(conn, slots, settings).serve()
     finally:
-        try:
+        with contextlib.suppress(OSError):
             conn.close()
-        except OSError:
-            pass
         os._exit(0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from graflow.exceptions import ConfigError
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["QueueBackend", "TaskQueueFactory"]
 
 
-class QueueBackend(str, Enum):
+class QueueBackend(StrEnum):
     """Names of the task-queue backends."""
 
     IN_MEMORY = "in_memory"
