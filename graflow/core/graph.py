@@ -31,6 +31,12 @@ class NodeView(Mapping[str, dict[str, Any]]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._nodes)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Nodes and edges as two flat lists: far smaller and faster than three dicts of
+        # per-node containers when a large graph is shipped to worker processes.
+        nodes = [(node_id, data.get("task")) for node_id, data in self._nodes.items()]
+        return (_restore_graph, (nodes, self.edges))
+
     def __len__(self) -> int:
         return len(self._nodes)
 
@@ -214,6 +220,12 @@ class TaskGraph:
         graph.add_edges_from(self.edges)
         return graph
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Nodes and edges as two flat lists: far smaller and faster than three dicts of
+        # per-node containers when a large graph is shipped to worker processes.
+        nodes = [(node_id, data.get("task")) for node_id, data in self._nodes.items()]
+        return (_restore_graph, (nodes, self.edges))
+
     def __len__(self) -> int:
         return len(self._nodes)
 
@@ -227,3 +239,15 @@ class TaskGraph:
 
     def __repr__(self) -> str:
         return f"TaskGraph(nodes={len(self._nodes)}, edges={len(self.edges)})"
+
+
+def _restore_graph(nodes: list[tuple[str, Any]], edges: list[tuple[str, str]]) -> TaskGraph:
+    graph = TaskGraph()
+    for node_id, task in nodes:
+        graph._nodes[node_id] = {"task": task} if task is not None else {}
+        graph._succ[node_id] = []
+        graph._pred[node_id] = []
+    for src, dst in edges:
+        graph._succ[src].append(dst)
+        graph._pred[dst].append(src)
+    return graph

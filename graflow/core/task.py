@@ -211,6 +211,27 @@ class TaskWrapper(Executable):
     def task_id(self) -> str:
         return self._task_id
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A compact form: graphs of thousands of tasks are pickled once per run for the
+        # worker processes, and a dict per task costs several times more than this tuple.
+        options = tuple(getattr(self, name) for name in _OPTION_FIELDS)
+        try:
+            options = _OPTIONS_SEEN.setdefault(options, options)  # equal options pickle once
+        except TypeError:
+            pass  # unhashable option values (a RetryPolicy): keep the tuple as it is
+        extras = {k: v for k, v in self.__dict__.items() if k not in _WRAPPER_FIELDS}
+        return (
+            _restore_task_wrapper,
+            (
+                self._task_id,
+                self.func,
+                options,
+                self._bound_kwargs or None,
+                self._iteration_args or None,
+                extras or None,
+            ),
+        )
+
     # -- building variants ------------------------------------------------------------
     def _copy(self, task_id: str, register: bool = True) -> TaskWrapper:
         clone = TaskWrapper(
@@ -327,6 +348,64 @@ class TaskWrapper(Executable):
 
     def __repr__(self) -> str:
         return f"TaskWrapper({self._task_id})"
+
+
+_OPTION_FIELDS = (
+    "inject_context",
+    "inject_llm_client",
+    "inject_llm_agent",
+    "handler_type",
+    "resolve_keyword_args",
+    "max_cycles",
+    "max_retries",
+    "retry_policy",
+    "timeout_s",
+)
+_WRAPPER_FIELDS = frozenset(
+    {
+        *_OPTION_FIELDS,
+        "_task_id",
+        "func",
+        "_bound_kwargs",
+        "_iteration_args",
+        "_param_names",
+        "_pending_registration",
+        "_execution_context",
+        "_workflow_graph",
+        "__name__",
+        "__doc__",
+        "__module__",
+        "__qualname__",
+        "__annotations__",
+    }
+)
+_OPTIONS_SEEN: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+
+def _restore_task_wrapper(
+    task_id: str,
+    func: Callable[..., Any],
+    options: tuple[Any, ...],
+    bound: dict[str, Any] | None,
+    iteration: tuple[Any, ...] | None,
+    extras: dict[str, Any] | None,
+) -> TaskWrapper:
+    wrapper = TaskWrapper.__new__(TaskWrapper)
+    state = wrapper.__dict__
+    state["_task_id"] = task_id
+    state["func"] = func
+    state.update(zip(_OPTION_FIELDS, options, strict=True))
+    state["_bound_kwargs"] = dict(bound) if bound else {}
+    state["_iteration_args"] = iteration or ()
+    state["_param_names"] = None
+    for attr in ("__name__", "__doc__", "__module__", "__qualname__"):
+        value = getattr(func, attr, None)
+        if value is not None:
+            state[attr] = value
+    state["__annotations__"] = dict(getattr(func, "__annotations__", {}))
+    if extras:
+        state.update(extras)
+    return wrapper
 
 
 class SequentialTask(Executable):
