@@ -29,6 +29,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from graflow.core.backend import ExecutorBackend, InProcessBackend
+from graflow.core.cycle import base_task_id
 from graflow.core.handler import TaskHandler, TaskResult
 from graflow.core.handlers.direct import DirectTaskHandler
 from graflow.core.policy import resolve_group_policy
@@ -108,14 +109,14 @@ class _Frame:
 class _GroupRun:
     """A parallel group in progress: its frames and the results of finished members."""
 
-    __slots__ = ("exe", "member_ids", "parent", "pending", "results", "started")
+    __slots__ = ("exe", "member_ids", "outcomes", "parent", "pending", "started")
 
     def __init__(self, exe: ParallelGroup, parent: _Frame) -> None:
         self.exe = exe
         self.parent = parent
         self.member_ids = [m.task_id for m in exe.tasks]
         self.pending = len(self.member_ids)
-        self.results: dict[str, TaskResult] = {}
+        self.outcomes: dict[str, GraflowRuntimeError | None] = {}  # member -> its error
         self.started = time.time()
 
 
@@ -185,6 +186,7 @@ class _Scheduler:
         self.stopped = False
         # Executables added at run time, in order (remote backends ship them to workers).
         self.dynamic_nodes: list[Executable] = []
+        self.configured: set[str] = set()  # tasks whose own cycle/retry settings are applied
         self.prepare_kwargs = bool(getattr(self.backend, "prepares_kwargs", False))
         current = get_current_workflow_context()
         self.in_block = current is not None and current.graph is self.graph
@@ -307,26 +309,37 @@ class _Scheduler:
         ctx = self.context
         cc = ctx.cycle_controller
         rc = ctx.retry_controller
-        if isinstance(exe, TaskWrapper):
-            if exe.max_cycles is not None:
-                cc.set_node_max_cycles(task_id, exe.max_cycles)
-            if exe.retry_policy is not None:
-                if task_id not in rc.node_policies:
+        if task_id not in self.configured:
+            self.configured.add(task_id)
+            if isinstance(exe, TaskWrapper):
+                if exe.max_cycles is not None:
+                    cc.set_node_max_cycles(task_id, exe.max_cycles)
+                if exe.retry_policy is not None:
                     rc.set_node_policy(task_id, exe.retry_policy)
-            elif exe.max_retries is not None:
-                rc.node_max_retries[task_id] = exe.max_retries
+                elif exe.max_retries is not None:
+                    rc.node_max_retries[task_id] = exe.max_retries
         attempt = rc.retry_counts.get(task_id, 0)
-        cycle = cc.increment(task_id) if attempt == 0 else cc.get_cycle_count(task_id)
+        base = base_task_id(task_id)
+        counts = cc.cycle_counts
+        if attempt == 0:
+            cycle = counts.get(base, 0) + 1
+            counts[base] = cycle
+        else:
+            cycle = counts.get(base, 0)
         kwargs = None
-        if self.prepare_kwargs and isinstance(exe, TaskWrapper):
+        if (
+            self.prepare_kwargs
+            and isinstance(exe, TaskWrapper)
+            and (exe._bound_kwargs or (exe.resolve_keyword_args and exe.parameter_names()))
+        ):
             kwargs = exe.build_arguments(ctx.channel, (), {})[1]
         return WorkItem(
             next(self.seq),
             task_id,
             attempt,
             cycle,
-            cc.get_max_cycles_for_node(task_id),
-            rc.get_max_retries_for_node(task_id),
+            cc.node_max_cycles.get(base, cc.default_max_cycles),
+            rc.node_max_retries.get(task_id, rc.default_max_retries),
             kwargs,
             getattr(exe, "timeout_s", None),
             self.in_block and frame.group is None,
@@ -504,19 +517,11 @@ class _Scheduler:
 
     def _end_branch(self, frame: _Frame) -> None:
         run = frame.group
-        if run is None or frame.member_id in run.results:
+        if run is None or frame.member_id in run.outcomes:
             return
         if not frame.dead and (frame.timers or frame.busy):
             return
-        error = frame.error
-        run.results[frame.member_id] = TaskResult(
-            task_id=frame.member_id,
-            success=error is None,
-            error=error,
-            error_message=None if error is None else str(error),
-            duration=time.time() - run.started,
-            timestamp=time.time(),
-        )
+        run.outcomes[frame.member_id] = frame.error
         run.pending -= 1
         if run.pending == 0:
             self._finish_group(run)
@@ -525,7 +530,20 @@ class _Scheduler:
         group = run.exe
         parent = run.parent
         parent.busy = False
-        results = {mid: run.results[mid] for mid in run.member_ids if mid in run.results}
+        now = time.time()
+        results = {
+            mid: TaskResult(
+                task_id=mid,
+                success=error is None,
+                error=error,
+                error_message=None if error is None else str(error),
+                duration=now - run.started,
+                timestamp=now,
+            )
+            for mid in run.member_ids
+            if mid in run.outcomes
+            for error in (run.outcomes[mid],)
+        }
         try:
             policy = resolve_group_policy(group.policy)
             policy.on_group_finished(group.task_id, list(run.member_ids), results, self.context)

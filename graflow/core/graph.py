@@ -31,12 +31,6 @@ class NodeView(Mapping[str, dict[str, Any]]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._nodes)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Nodes and edges as two flat lists: far smaller and faster than three dicts of
-        # per-node containers when a large graph is shipped to worker processes.
-        nodes = [(node_id, data.get("task")) for node_id, data in self._nodes.items()]
-        return (_restore_graph, (nodes, self.edges))
-
     def __len__(self) -> int:
         return len(self._nodes)
 

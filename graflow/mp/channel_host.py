@@ -82,6 +82,11 @@ class ChannelHost:
             self._reply(worker, False, TimeoutError(f"could not acquire lock on '{key}'"))
         self._waiters.pop(key, None)
 
+    @property
+    def has_waiters(self) -> bool:
+        """True while some lock request is parked."""
+        return bool(self._waiters)
+
     def expire_waiters(self) -> float | None:
         """Fail lock requests past their timeout; return seconds to the next deadline."""
         now = time.monotonic()

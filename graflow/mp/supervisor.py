@@ -61,6 +61,8 @@ logger = logging.getLogger(__name__)
 
 _MAX_BATCH = 512
 _TARGET_BATCH_S = 0.002  # aim for about this much work per message per worker
+_SPIN_BELOW_S = 50e-6  # busy-poll for completions only when tasks are this short ...
+_SPIN_S = 200e-6  # ... and for at most this long
 
 
 class _Poller:
@@ -302,6 +304,7 @@ class ProcessBackend:
         self.graph_blob = b""
         self.handlers_blob = b""
         self.host: ChannelHost | None = None
+        self.has_timeouts = False  # some worker runs an item with timeout_s
 
     # -- ExecutorBackend --------------------------------------------------------------
     def start_run(self, scheduler: Any) -> None:
@@ -324,16 +327,29 @@ class ProcessBackend:
         while True:
             self._check_run_limits()
             self._flush()
-            if self.ready:
-                out, self.ready = self.ready, []
-                return out
-            self._poll(self._poll_timeout(deadline))
-            self._check_task_timeouts()
+            if not self.ready:
+                self._spin()
+            if not self.ready:
+                self._poll(self._poll_timeout(deadline))
+                self._check_task_timeouts()
             if self.ready:
                 out, self.ready = self.ready, []
                 return out
             if deadline is not None and time.monotonic() >= deadline:
                 return []
+
+    def _spin(self) -> None:
+        # When tasks take microseconds, the answer is due in about one pipe round trip:
+        # polling without sleeping for that long avoids a scheduler wake-up, which costs
+        # more than the round trip itself. Long tasks skip this and block at once.
+        avg = self.avg_task_s
+        if avg is None or avg > _SPIN_BELOW_S:
+            return
+        end = time.perf_counter() + _SPIN_S
+        poll = self.sup._poller.poll
+        while not self.ready and time.perf_counter() < end:
+            if poll(0):
+                self._poll(0)
 
     def end_run(self, scheduler: Any) -> None:
         sup = self.sup
@@ -458,6 +474,7 @@ class ProcessBackend:
         first = batch[0]
         if first.timeout_s is not None:
             handle.timeout_at = time.monotonic() + first.timeout_s
+            self.has_timeouts = True
 
     def _send(self, handle: _Handle, msg: Any) -> bool:
         try:
@@ -476,6 +493,14 @@ class ProcessBackend:
 
     # -- receiving --------------------------------------------------------------------
     def _poll_timeout(self, deadline: float | None) -> float | None:
+        if (
+            deadline is None
+            and self.deadline is None
+            and self.draining is None
+            and not self.has_timeouts
+            and (self.host is None or not self.host.has_waiters)
+        ):
+            return None
         now = time.monotonic()
         candidates = [t for t in (deadline, self.deadline) if t is not None]
         candidates += [h.timeout_at for h in self.sup._handles if h.timeout_at is not None]
@@ -616,6 +641,9 @@ class ProcessBackend:
         sup._handles[position] = sup._spawn(handle.index)
 
     def _check_task_timeouts(self) -> None:
+        if not self.has_timeouts:
+            return
+        self.has_timeouts = any(h.timeout_at is not None for h in self.sup._handles)
         now = time.monotonic()
         for handle in list(self.sup._handles):
             if handle.timeout_at is not None and now >= handle.timeout_at and handle.outstanding:
@@ -628,6 +656,8 @@ class ProcessBackend:
                 self._on_death(handle, timed_out=seq)
 
     def _check_run_limits(self) -> None:
+        if self.deadline is None and self.draining is None:
+            return
         now = time.monotonic()
         if self.deadline is not None and now >= self.deadline:
             raise WorkflowTimeoutError(self.timeout_s or 0.0)
