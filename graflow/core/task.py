@@ -6,6 +6,7 @@ calls ``run()`` on it inside a run, with the run's context attached.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import uuid
 from collections.abc import Callable, Iterator
@@ -215,10 +216,9 @@ class TaskWrapper(Executable):
         # A compact form: graphs of thousands of tasks are pickled once per run for the
         # worker processes, and a dict per task costs several times more than this tuple.
         options = tuple(getattr(self, name) for name in _OPTION_FIELDS)
-        try:
-            options = _OPTIONS_SEEN.setdefault(options, options)  # equal options pickle once
-        except TypeError:
-            pass  # unhashable option values (a RetryPolicy): keep the tuple as it is
+        # Equal options pickle once; unhashable ones (a RetryPolicy) stay as they are.
+        with contextlib.suppress(TypeError):
+            options = _OPTIONS_SEEN.setdefault(options, options)
         extras = {k: v for k, v in self.__dict__.items() if k not in _WRAPPER_FIELDS}
         return (
             _restore_task_wrapper,

@@ -97,9 +97,9 @@ class WorkflowContext:
                 "No start node specified and no nodes with no predecessors found."
             )
         if len(candidates) > 1:
-            raise GraphCompilationError(
-                f"Multiple start nodes found, please specify one: {sorted(candidates)}"
-            )
+            error = GraphCompilationError("Multiple start nodes found, please specify one.")
+            error.candidates = sorted(candidates)  # type: ignore[attr-defined]
+            raise error
         return candidates[0]
 
     def execute(
