@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import operator
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -215,11 +216,16 @@ class TaskWrapper(Executable):
     def __reduce__(self) -> tuple[Any, ...]:
         # A compact form: graphs of thousands of tasks are pickled once per run for the
         # worker processes, and a dict per task costs several times more than this tuple.
-        options = tuple(getattr(self, name) for name in _OPTION_FIELDS)
+        options = _get_options(self)
         # Equal options pickle once; unhashable ones (a RetryPolicy) stay as they are.
         with contextlib.suppress(TypeError):
             options = _OPTIONS_SEEN.setdefault(options, options)
-        extras = {k: v for k, v in self.__dict__.items() if k not in _WRAPPER_FIELDS}
+        state = self.__dict__
+        extras = (
+            None
+            if state.keys() <= _WRAPPER_FIELDS
+            else {k: v for k, v in state.items() if k not in _WRAPPER_FIELDS}
+        )
         return (
             _restore_task_wrapper,
             (
@@ -380,6 +386,7 @@ _WRAPPER_FIELDS = frozenset(
     }
 )
 _OPTIONS_SEEN: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+_get_options = operator.attrgetter(*_OPTION_FIELDS)
 
 
 def _restore_task_wrapper(

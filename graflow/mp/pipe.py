@@ -1,9 +1,9 @@
 """Framing of supervisor <-> worker messages over multiprocessing pipes.
 
-A message is a tuple whose first element is one of the ``Msg`` codes. It is pickled with
-the C pickler (protocol 5) when it can be, with cloudpickle otherwise (closures, lambdas,
-tasks defined in ``__main__``). A message whose pickle would exceed the shared-memory
-threshold is re-encoded with its large buffers in ``multiprocessing.shared_memory``
+A message is a tuple whose first element is one of the ``Msg`` codes, pickled by
+``graflow.core.codec`` (the C pickler; functions and classes that cannot be imported by name,
+such as closures, lambdas and tasks defined in ``__main__``, travel by value). A message
+whose pickle would exceed the shared-memory threshold is re-encoded with its large buffers in ``multiprocessing.shared_memory``
 segments (graflow.mp.shm), so only segment names travel through the pipe.
 
 Frame: one tag byte, then the payload.
@@ -18,8 +18,7 @@ from enum import IntEnum
 from multiprocessing.connection import Connection
 from typing import Any
 
-import cloudpickle
-
+from graflow.core import codec
 from graflow.mp import shm
 
 __all__ = ["Msg", "dumps", "loads", "recv", "send"]
@@ -42,16 +41,9 @@ class Msg(IntEnum):
     RETIRING = 12  # (RETIRING, reason)
 
 
-def _pickle(obj: Any) -> bytes:
-    try:
-        return pickle.dumps(obj, protocol=5)
-    except (pickle.PicklingError, TypeError, AttributeError):
-        return cloudpickle.dumps(obj, protocol=5)  # type: ignore[no-any-return]
-
-
 def dumps(obj: Any, threshold_bytes: int) -> bytes:
     """Encode a message; raises the pickling error if it cannot be pickled at all."""
-    data = _pickle(obj)
+    data = codec.dumps(obj)
     if len(data) < threshold_bytes:
         return _PLAIN + data
     payload, refs = shm.encode(obj, threshold_bytes=threshold_bytes)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from graflow.core import codec
 from graflow.core.spec import Completion, WorkItem
 from graflow.exceptions import (
     BackendUnavailable,
@@ -114,7 +115,7 @@ class _Handle:
 
 def _serialize_graph(graph: TaskGraph) -> bytes:
     try:
-        return cloudpickle.dumps(graph, protocol=5)  # type: ignore[no-any-return]
+        return codec.dumps(graph)
     except Exception as exc:
         culprit = _find_unpicklable(graph)
         raise GraphCompilationError(
@@ -313,7 +314,7 @@ class ProcessBackend:
         self.run_id = context.session_id
         self.graph_blob = _serialize_graph(context.graph)
         try:
-            self.handlers_blob = cloudpickle.dumps(dict(scheduler.engine.handlers), protocol=5)
+            self.handlers_blob = codec.dumps(dict(scheduler.engine.handlers))
         except Exception as exc:
             raise ConfigError(f"a registered task handler cannot be pickled: {exc}") from exc
         self.host = ChannelHost(context.channel, self._reply)
