@@ -3,8 +3,8 @@
 A message is a tuple whose first element is one of the ``Msg`` codes, pickled by
 ``graflow.core.codec`` (the C pickler; functions and classes that cannot be imported by name,
 such as closures, lambdas and tasks defined in ``__main__``, travel by value). A message
-whose pickle would exceed the shared-memory threshold is re-encoded with its large buffers in ``multiprocessing.shared_memory``
-segments (graflow.mp.shm), so only segment names travel through the pipe.
+whose pickle would exceed the shared-memory threshold is re-encoded with its large buffers in
+shared-memory segments (graflow.mp.shm), so only segment names travel through the pipe.
 
 Frame: one tag byte, then the payload.
     b"P" + pickle                         small message
