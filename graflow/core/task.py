@@ -7,6 +7,7 @@ calls ``run()`` on it inside a run, with the run's context attached.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import operator
 import uuid
@@ -287,13 +288,9 @@ class TaskWrapper(Executable):
         names = self._param_names
         if names is None:
             try:
-                params = list(inspect.signature(self.func).parameters.values())
-            except (TypeError, ValueError):
-                params = []
-            if self.inject_context and params:
-                params = params[1:]
-            kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-            names = tuple(p.name for p in params if p.kind in kinds)
+                names = _parameter_names(self.func, self.inject_context)
+            except TypeError:  # an unhashable callable object: no cache
+                names = _parameter_names.__wrapped__(self.func, self.inject_context)
             self._param_names = names
         return names
 
@@ -354,6 +351,20 @@ class TaskWrapper(Executable):
 
     def __repr__(self) -> str:
         return f"TaskWrapper({self._task_id})"
+
+
+@functools.lru_cache(maxsize=4096)
+def _parameter_names(func: Callable[..., Any], inject_context: bool) -> tuple[str, ...]:
+    # Cached per function: thousands of task instances often share one function, and
+    # inspect.signature costs tens of microseconds.
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    if inject_context and params:
+        params = params[1:]
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in params if p.kind in kinds)
 
 
 _OPTION_FIELDS = (
