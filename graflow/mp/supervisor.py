@@ -62,8 +62,6 @@ logger = logging.getLogger(__name__)
 
 _MAX_BATCH = 512
 _TARGET_BATCH_S = 0.002  # aim for about this much work per message per worker
-_SPIN_BELOW_S = 50e-6  # busy-poll for completions only when tasks are this short ...
-_SPIN_S = 200e-6  # ... and for at most this long
 
 
 class _Poller:
@@ -329,8 +327,6 @@ class ProcessBackend:
             self._check_run_limits()
             self._flush()
             if not self.ready:
-                self._spin()
-            if not self.ready:
                 self._poll(self._poll_timeout(deadline))
                 self._check_task_timeouts()
             if self.ready:
@@ -338,19 +334,6 @@ class ProcessBackend:
                 return out
             if deadline is not None and time.monotonic() >= deadline:
                 return []
-
-    def _spin(self) -> None:
-        # When tasks take microseconds, the answer is due in about one pipe round trip:
-        # polling without sleeping for that long avoids a scheduler wake-up, which costs
-        # more than the round trip itself. Long tasks skip this and block at once.
-        avg = self.avg_task_s
-        if avg is None or avg > _SPIN_BELOW_S:
-            return
-        end = time.perf_counter() + _SPIN_S
-        poll = self.sup._poller.poll
-        while not self.ready and time.perf_counter() < end:
-            if poll(0):
-                self._poll(0)
 
     def end_run(self, scheduler: Any) -> None:
         sup = self.sup
