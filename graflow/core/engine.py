@@ -192,10 +192,14 @@ class _Scheduler:
         self.in_block = current is not None and current.graph is self.graph
         queue = getattr(context.task_queue, "ids", None)
         if not isinstance(queue, deque):
-            raise GraflowRuntimeError(
-                f"the {context.queue_backend!r} queue backend cannot be driven in-process; "
-                "run the workflow with graflow.run(..., redis=URL)"
-            )
+            # A queue class of its own (registered with TaskQueueFactory): the scheduler
+            # takes over what it holds and keeps the run's FIFO itself.
+            queue = deque()
+            while True:
+                task_id = context.task_queue.get_next_task()
+                if task_id is None:
+                    break
+                queue.append(task_id)
         self.root = _Frame(queue, None, "")
 
     # -- entry points -----------------------------------------------------------------
