@@ -21,7 +21,7 @@ from typing import Any
 from graflow.core import codec
 from graflow.mp import shm
 
-__all__ = ["Msg", "dumps", "loads", "recv", "send"]
+__all__ = ["Msg", "dumps", "loads", "recv", "segments", "send"]
 
 _PLAIN = b"P"
 _SHARED = b"S"
@@ -68,9 +68,22 @@ def loads(frame: bytes) -> Any:
     raise ValueError(f"malformed frame (tag {tag!r})")
 
 
+def segments(frame: bytes) -> list[shm.SegmentRef]:
+    """The shared-memory segments a frame made by ``dumps`` names (none for a small one)."""
+    if frame[:1] != _SHARED:
+        return []
+    refs, _payload = pickle.loads(memoryview(frame)[1:])
+    return list(refs)
+
+
 def send(conn: Connection, obj: Any, threshold_bytes: int) -> None:
-    """Encode and send one message."""
-    conn.send_bytes(dumps(obj, threshold_bytes))
+    """Encode and send one message; if the send fails, its segments are removed."""
+    frame = dumps(obj, threshold_bytes)
+    try:
+        conn.send_bytes(frame)
+    except BaseException:
+        shm.release(segments(frame))
+        raise
 
 
 def recv(conn: Connection) -> Any:

@@ -98,6 +98,7 @@ class _Handle:
         "retiring",
         "run_id",
         "timeout_at",
+        "unread",
     )
 
     def __init__(self, index: int, proc: Any, conn: Connection) -> None:
@@ -109,6 +110,24 @@ class _Handle:
         self.nodes_sent = 0
         self.retiring = False
         self.timeout_at: float | None = None
+        # Segments of frames sent to the worker that it may not have decoded yet: if it dies
+        # with them in its pipe, nobody else will unlink them.
+        self.unread: list[shm.SegmentRef] = []
+
+
+def _item_tuple(item: WorkItem) -> tuple[Any, ...]:
+    """The wire form of a WorkItem (its fields in order; the worker rebuilds it)."""
+    return (
+        item.seq,
+        item.task_id,
+        item.attempt,
+        item.cycle_count,
+        item.max_cycles,
+        item.max_retries,
+        item.kwargs,
+        item.timeout_s,
+        item.in_block,
+    )
 
 
 def _serialize_graph(graph: TaskGraph) -> bytes:
@@ -239,6 +258,7 @@ class Supervisor:
                 handle.proc.join(1.0)
             self._forget(handle)
             handle.conn.close()
+            shm.release(handle.unread)
             self._dead_pids.append(handle.proc.pid)
         for pid in self._dead_pids:
             shm.sweep_orphans(pid)
@@ -397,45 +417,19 @@ class ProcessBackend:
                 self.pending.extendleft(reversed(batch))
                 return
             handle.nodes_sent = len(dynamic)
-        raw = [
-            (
-                i.seq,
-                i.task_id,
-                i.attempt,
-                i.cycle_count,
-                i.max_cycles,
-                i.max_retries,
-                i.kwargs,
-                i.timeout_s,
-                i.in_block,
-            )
-            for i in batch
-        ]
+        raw = [_item_tuple(i) for i in batch]
         try:
             frame = pipe.dumps((Msg.ITEMS, self.run_id, raw), self.sup.shm_threshold_bytes)
         except Exception:  # noqa: BLE001 - find the items whose arguments won't pickle
             self._send_items_one_by_one(handle, batch)
             return
         self._register(handle, batch)
-        # On OSError the sentinel reports the death; outstanding items are resent then.
-        with contextlib.suppress(OSError):
-            handle.conn.send_bytes(frame)
+        # On failure the sentinel reports the death; outstanding items are resent then.
+        self._send_frame(handle, frame)
 
     def _send_items_one_by_one(self, handle: _Handle, batch: list[WorkItem]) -> None:
         for item in batch:
-            raw = [
-                (
-                    item.seq,
-                    item.task_id,
-                    item.attempt,
-                    item.cycle_count,
-                    item.max_cycles,
-                    item.max_retries,
-                    item.kwargs,
-                    item.timeout_s,
-                    item.in_block,
-                )
-            ]
+            raw = [_item_tuple(item)]
             try:
                 frame = pipe.dumps((Msg.ITEMS, self.run_id, raw), self.sup.shm_threshold_bytes)
             except Exception as exc:  # noqa: BLE001 - reported as this task's failure
@@ -447,9 +441,7 @@ class ProcessBackend:
                 self.ready.append(Completion(item.seq, item.task_id, False, None, err))
                 continue
             self._register(handle, [item])
-            try:
-                handle.conn.send_bytes(frame)
-            except OSError:
+            if not self._send_frame(handle, frame):
                 return
 
     def _register(self, handle: _Handle, batch: list[WorkItem]) -> None:
@@ -461,11 +453,17 @@ class ProcessBackend:
             self.has_timeouts = True
 
     def _send(self, handle: _Handle, msg: Any) -> bool:
+        return self._send_frame(handle, pipe.dumps(msg, self.sup.shm_threshold_bytes))
+
+    def _send_frame(self, handle: _Handle, frame: bytes) -> bool:
+        refs = pipe.segments(frame)
         try:
-            pipe.send(handle.conn, msg, self.sup.shm_threshold_bytes)
-            return True
+            handle.conn.send_bytes(frame)
         except OSError:
+            shm.release(refs)
             return False
+        handle.unread += refs
+        return True
 
     def _reply(self, worker: int, ok: bool, value: Any) -> None:
         handle = self.sup._handles[worker]
@@ -562,6 +560,7 @@ class ProcessBackend:
             self.avg_task_s = sample if avg is None else 0.7 * avg + 0.3 * sample
         if not handle.outstanding:
             handle.timeout_at = None
+            handle.unread.clear()  # it answered every item, so it read every frame
             if handle.retiring:
                 self._replace(handle, kill=False)
 
@@ -621,6 +620,7 @@ class ProcessBackend:
         sup._forget(handle)
         handle.conn.close()
         shm.sweep_orphans(handle.proc.pid)
+        shm.release(handle.unread)
         position = sup._handles.index(handle)
         sup._handles[position] = sup._spawn(handle.index)
 
