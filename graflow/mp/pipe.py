@@ -41,14 +41,40 @@ class Msg(IntEnum):
     RETIRING = 12  # (RETIRING, reason)
 
 
+def _has_large_buffer(obj: Any, threshold_bytes: int, budget: list[int], depth: int) -> bool:
+    """True if ``obj`` visibly holds a bytes-like value or array of ``threshold_bytes``+."""
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return len(obj) >= threshold_bytes
+    if depth == 0:
+        return False
+    if isinstance(obj, tuple | list):
+        items: Any = obj
+    elif isinstance(obj, dict):
+        items = obj.values()
+    else:
+        nbytes = getattr(obj, "nbytes", None) if type(obj).__module__ == "numpy" else None
+        return isinstance(nbytes, int) and nbytes >= threshold_bytes
+    for item in items:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return False
+        if _has_large_buffer(item, threshold_bytes, budget, depth - 1):
+            return True
+    return False
+
+
 def dumps(obj: Any, threshold_bytes: int) -> bytes:
     """Encode a message; raises the pickling error if it cannot be pickled at all."""
-    data = codec.dumps(obj)
-    if len(data) < threshold_bytes:
-        return _PLAIN + data
+    # A visible large buffer goes straight to shared memory: pickling it in band first
+    # would copy it once more for nothing.
+    data = b""
+    if not _has_large_buffer(obj, threshold_bytes, [256], 5):
+        data = codec.dumps(obj)
+        if len(data) < threshold_bytes:
+            return _PLAIN + data
     payload, refs = shm.encode(obj, threshold_bytes=threshold_bytes)
     if not refs:
-        return _PLAIN + data
+        return _PLAIN + (data or payload)
     try:
         return _SHARED + pickle.dumps((refs, payload), protocol=5)
     except BaseException:
