@@ -183,6 +183,7 @@ def main(processes: int | None = None, chunks: int = 16, docs: int = DOCS) -> di
 
 
 def parse_args() -> argparse.Namespace:
+    """The command line: --chunks, --processes, --docs."""
     parser = argparse.ArgumentParser(description="CPU-bound word-count map-reduce")
     parser.add_argument("--chunks", type=int, default=16, help="counting tasks (default 16)")
     parser.add_argument("--processes", type=int, default=None, help="worker processes")

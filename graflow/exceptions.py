@@ -258,3 +258,15 @@ def as_runtime_error(ex: BaseException) -> GraflowRuntimeError:
     if isinstance(ex, GraflowRuntimeError):
         return ex
     return GraflowRuntimeError(f"An error occurred: {ex}", cause=ex)
+
+
+class RejectedBlob(PoisonMessage):
+    """Raised when a blob read from Redis is unsigned, forged, truncated or from another version.
+
+    ``reason`` is a short token for metrics and dead letters: ``unsigned``, ``truncated``,
+    ``format``, ``signature`` or ``version``; the message explains it.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -13,6 +13,7 @@ from graflow.core.task import Executable, ParallelGroup, SequentialTask
 from graflow.core.workflow import WorkflowContext
 from graflow.exceptions import ConfigError, GraphCompilationError, UnknownTaskError
 from graflow.mp.supervisor import Supervisor
+from graflow.redis.producer import run_on_redis
 
 __all__ = ["RunResult", "execute_run", "run"]
 
@@ -126,16 +127,43 @@ def run(
     timeout_s: float | None = None,
     start_method: str | None = None,
     engine: WorkflowEngine | None = None,
+    redis: str | None = None,
+    queue: str = "default",
+    secret: str | bytes | None = None,
+    secret_file: str | None = None,
 ) -> RunResult:
     """Run a workflow on a pool of ``processes`` worker processes and return its RunResult.
 
     ``target`` is a ``with workflow(...)`` context, a TaskGraph, or a task / chain / group
     expression. ``processes=None`` uses every core, ``processes=0`` runs in this process.
+    With ``redis="redis://host:port/db"`` the tasks run on the nodes serving ``queue``
+    (``graflow supervisor --redis URL``); blobs are signed with ``secret``/``secret_file``
+    (default: a per-user secret file, fine on one host).
     Raises what ``wf.execute()`` raises when a task fails. ``engine`` lends its registered
     task handlers to the run.
     """
     if processes is not None and processes < 0:
         raise ConfigError(f"processes must be >= 0, got {processes}")
+    if redis is not None:
+        if processes is not None or start_method is not None:
+            raise ConfigError(
+                "processes/start_method size a local pool; with redis= the tasks run on the "
+                "nodes serving the queue ('graflow supervisor --redis URL --processes N')"
+            )
+        graph, start_node = resolve_target(target, start)
+        context, value, stats = run_on_redis(
+            graph,
+            start_node,
+            url=redis,
+            queue=queue,
+            secret=secret,
+            secret_file=secret_file,
+            max_steps=max_steps,
+            initial_channel=initial_channel,
+            timeout_s=timeout_s,
+            engine=engine,
+        )
+        return _collect(context, value, stats)
     if processes == 0:
         if start_method is not None:
             raise ConfigError("start_method needs worker processes (processes >= 1)")

@@ -1,12 +1,24 @@
-"""Shared fixtures: every test starts with no workflow current in its thread."""
+"""Shared fixtures: no workflow current in any test's thread; a private redis-server per worker."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from graflow.core.workflow import clear_workflow_context
+
+_START_DEADLINE_S = 10.0
+_STOP_DEADLINE_S = 10.0
 
 
 @pytest.fixture(autouse=True)
@@ -14,3 +26,134 @@ def _no_current_workflow() -> Iterator[None]:
     clear_workflow_context()
     yield
     clear_workflow_context()
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A redis-server subprocess on loopback that tests may stop, kill and restart."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = _free_port()
+        self.extra_args: tuple[str, ...] = ()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``."""
+        return f"redis://{self.host}:{self.port}/0"
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        """A new client of this server (bytes replies unless ``decode_responses=True``)."""
+        return redis.Redis(host=self.host, port=self.port, **kwargs)
+
+    def is_running(self) -> bool:
+        """True while the server process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, *extra_args: str) -> None:
+        """Start the server (same port and directory), e.g. ``start("--appendonly", "yes")``."""
+        if self.is_running():
+            raise RuntimeError("redis-server is already running")
+        self.extra_args = extra_args
+        command = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.directory),
+            "--logfile", "redis.log",
+            *extra_args,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self._wait_until_ready()
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the server: SIGTERM (it saves if persistence is on) or, with ``kill``, SIGKILL."""
+        if self.process is None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=_STOP_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def restart(self, *extra_args: str, kill: bool = False) -> None:
+        """Stop and start again, with ``extra_args`` or else the arguments of the last start."""
+        self.stop(kill=kill)
+        self.start(*(extra_args or self.extra_args))
+
+    def _wait_until_ready(self) -> None:
+        """Poll PING until the server answers; fail with its log if it exits or stays silent."""
+        assert self.process is not None
+        deadline = time.monotonic() + _START_DEADLINE_S
+        probe = self.client(socket_timeout=1.0)
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    break
+                try:
+                    if probe.ping():
+                        return
+                except redis.ConnectionError:
+                    pass
+                time.sleep(0.02)
+        finally:
+            probe.close()
+        log = self.directory / "redis.log"
+        text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        self.stop(kill=True)
+        pytest.fail(f"redis-server on port {self.port} did not answer PING:\n{text}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of this test session (one per xdist worker) on a free loopback port."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        reason = "redis-server is not installed (apt-get install redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client of the session's redis-server that returns bytes."""
+    if not redis_server.is_running():  # a chaos test stopped it
+        redis_server.start()
+    client = redis_server.client(decode_responses=False)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def run_id() -> str:
+    """A run id no other test uses, so tests share the server without flushing it."""
+    return f"test-{uuid.uuid4().hex[:16]}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from graflow.channels.base import Channel
@@ -15,11 +16,17 @@ class ChannelFactory:
     """Channel classes by backend name: ``"memory"`` built in, others registered by their module."""
 
     _backends: dict[str, type[Channel]] = {"memory": MemoryChannel}
+    # Backends living in optional layers register themselves when their module is imported;
+    # naming the module here lets a run ask for them by name without importing them first.
+    _modules: dict[str, str] = {"redis": "graflow.redis.channel"}
 
     @classmethod
     def create_channel(cls, backend: str, name: str, **kwargs: Any) -> Channel:
         """A new channel of ``backend`` named ``name``; ``kwargs`` go to its constructor."""
         channel_class = cls._backends.get(backend)
+        if channel_class is None and backend in cls._modules:
+            importlib.import_module(cls._modules[backend])
+            channel_class = cls._backends.get(backend)
         if channel_class is None:
             raise ConfigError(
                 f"Unsupported backend '{backend}'. "

@@ -50,7 +50,7 @@ from graflow.exceptions import (
 from graflow.mp import pipe, shm
 from graflow.mp.channel_host import ChannelHost
 from graflow.mp.pipe import Msg
-from graflow.mp.worker import WorkerSettings, worker_main
+from graflow.mp.worker import DECODING, WorkerSettings, worker_main
 
 if TYPE_CHECKING:
     from graflow.core.graph import TaskGraph
@@ -190,7 +190,7 @@ class Supervisor:
         self._max_tasks = max_tasks_per_worker
         self._max_rss = None if max_rss_mb is None else int(max_rss_mb * 1024 * 1024)
         self._ctx = mp.get_context(method)
-        self._slots = self._ctx.RawArray("q", count)
+        self._slots = self._ctx.RawArray("q", count + 1)  # a slot per worker, then DRAINING
         self._handles: list[_Handle] = []
         self._poller = _Poller()
         self._fds: dict[int, tuple[_Handle, bool]] = {}  # fd -> (worker, is its sentinel)
@@ -209,6 +209,7 @@ class Supervisor:
             shm_threshold_bytes=self.shm_threshold_bytes,
             max_tasks=self._max_tasks,
             max_rss_bytes=self._max_rss,
+            inherited_fds=self._parent_fds(parent) if self.start_method == "fork" else (),
         )
         proc = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
@@ -224,6 +225,9 @@ class Supervisor:
             self._fds[fd] = (handle, is_sentinel)
             self._poller.register(fd)
         return handle
+
+    def _parent_fds(self, parent: Connection) -> tuple[int, ...]:
+        return (parent.fileno(), *(h.conn.fileno() for h in self._handles if not h.conn.closed))
 
     def _forget(self, handle: _Handle) -> None:
         for fd in (handle.conn.fileno(), handle.proc.sentinel):
@@ -295,6 +299,7 @@ class Supervisor:
             if backend.draining is None:
                 logger.warning("%s received: finishing in-flight tasks, then stopping", name)
                 backend.draining = (name, time.monotonic() + self.grace_s)
+                self._slots[self.processes] = 1  # workers hand back the items not started
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -324,6 +329,7 @@ class ProcessBackend:
         self.handlers_blob = b""
         self.host: ChannelHost | None = None
         self.has_timeouts = False  # some worker runs an item with timeout_s
+        self.blameless_deaths = 0  # deaths with no item to blame since a task last finished
 
     # -- ExecutorBackend --------------------------------------------------------------
     def start_run(self, scheduler: Any) -> None:
@@ -336,6 +342,7 @@ class ProcessBackend:
         except Exception as exc:
             raise ConfigError(f"a registered task handler cannot be pickled: {exc}") from exc
         self.host = ChannelHost(context.channel, self._reply)
+        self.sup._slots[self.sup.processes] = 0
 
     def submit(self, item: WorkItem, exe: Executable, inline: bool) -> Completion | None:
         self.pending.append(item)
@@ -545,7 +552,11 @@ class ProcessBackend:
         total = 0.0
         count = 0
         for seq, task_id, ok, value, error, commands, duration, tb in entries:
-            if handle.outstanding.pop(seq, None) is None:
+            item = handle.outstanding.pop(seq, None)
+            if item is None:
+                continue
+            if ok is None:  # handed back unstarted: the run is draining
+                self.pending.append(item)
                 continue
             if isinstance(error, TaskError) and tb and error.remote_traceback is None:
                 error.remote_traceback = tb
@@ -555,6 +566,7 @@ class ProcessBackend:
             total += duration
             count += 1
         if count:
+            self.blameless_deaths = 0
             sample = total / count
             avg = self.avg_task_s
             self.avg_task_s = sample if avg is None else 0.7 * avg + 0.3 * sample
@@ -588,7 +600,15 @@ class ProcessBackend:
             )
         charged = running if any(i.seq == running for i in leftovers) else None
         if charged is None and leftovers:
-            charged = leftovers[0].seq
+            # It ran none of its items (it was starting, loading the graph or reporting). A
+            # SIGKILL then came from outside (OOM killer, operator): nobody to blame, up to a
+            # bound. Dying by itself, or while decoding the batch (arguments that kill whoever
+            # unpickles them), blames the first item, so that a poison ends in WorkerLost.
+            self.blameless_deaths += 1
+            killed = exitcode == -signal.SIGKILL and running != DECODING
+            bound = 10 * self.sup.max_deliveries * self.sup.processes
+            if not killed or self.blameless_deaths > bound:
+                charged = leftovers[0].seq
         for item in reversed(leftovers):
             if item.seq == timed_out:
                 err = TaskTimeoutError(item.task_id, item.timeout_s or 0.0)

@@ -6,7 +6,9 @@
 A worker runs one item at a time, in the order received, and answers each batch with one
 DONE message. Before an item starts, its sequence number is written to the worker's slot
 in a shared array, so that if the process dies the supervisor knows which item killed it
-(the others of the batch are redelivered without being charged a delivery).
+(the others of the batch are redelivered without being charged a delivery). The array's
+last slot is set while the driver drains: items of a batch not started by then go back
+unrun (a DONE entry whose ``ok`` is None).
 
 The run's channel lives in the supervisor: channel operations are request/reply messages
 on the same pipe; messages that arrive while a reply is awaited are kept for later.
@@ -28,20 +30,18 @@ from typing import Any
 import psutil
 
 from graflow.channels.base import Channel
-from graflow.core.backend import run_item
-from graflow.core.context import ExecutionContext
-from graflow.core.cycle import CycleController
-from graflow.core.graph import TaskGraph
-from graflow.core.handler import TaskHandler
-from graflow.core.retry import RetryController
 from graflow.core.spec import Completion, WorkItem
 from graflow.core.task import Executable
-from graflow.core.workflow import WorkflowContext, set_current_workflow_context
 from graflow.exceptions import TaskError
-from graflow.mp import pipe
+from graflow.mp import pipe, shm
 from graflow.mp.pipe import Msg
+from graflow.worker.runtime import RunState
 
-__all__ = ["WorkerSettings", "worker_main"]
+__all__ = ["DECODING", "WorkerSettings", "worker_main"]
+
+# Slot value while a worker decodes a message: arguments that kill whoever unpickles them
+# are then blamed on the batch (the slot holds an item's seq while it runs, 0 otherwise).
+DECODING = -1
 
 
 @dataclass(frozen=True)
@@ -52,20 +52,28 @@ class WorkerSettings:
     shm_threshold_bytes: int = 64 * 1024
     max_tasks: int | None = None
     max_rss_bytes: int | None = None
+    inherited_fds: tuple[int, ...] = ()
+    """The supervisor's ends of the pipes, which a forked worker must close (see worker_main)."""
 
 
 class _Link:
     """The worker's end of its pipe, with a backlog for messages read out of turn."""
 
-    def __init__(self, conn: Connection, threshold_bytes: int) -> None:
+    def __init__(self, conn: Connection, threshold_bytes: int, slots: Any, index: int) -> None:
         self.conn = conn
         self.threshold_bytes = threshold_bytes
         self.backlog: deque[Any] = deque()
+        self.slots = slots
+        self.index = index
 
     def next_message(self) -> Any:
         if self.backlog:
             return self.backlog.popleft()
-        return pipe.recv(self.conn)
+        frame = self.conn.recv_bytes()
+        self.slots[self.index] = DECODING
+        msg = pipe.loads(frame)
+        self.slots[self.index] = 0
+        return msg
 
     def send(self, msg: Any) -> None:
         pipe.send(self.conn, msg, self.threshold_bytes)
@@ -132,51 +140,6 @@ class RemoteChannel(Channel):
         return dict(self._call("snapshot"))
 
 
-class WorkerContext(ExecutionContext):
-    """The worker-side view of a run: its graph, the remote channel, captured results."""
-
-    def __init__(self, run_id: str, graph: TaskGraph, channel: Channel) -> None:
-        # Deliberately not ExecutionContext.__init__: the run state lives in the supervisor,
-        # this object only carries what task bodies and handlers read.
-        self.session_id = run_id
-        self.trace_id = run_id
-        self.graph = graph
-        self.channel = channel
-        self.start_node = None
-        self.max_steps = 0
-        self.steps = 0
-        self.parent_context = None
-        self.tracer = None
-        self.llm_client = None
-        self.prompt_manager = None
-        self.channel_backend = "remote"
-        self._config = {}
-        self.cycle_controller = CycleController(10)
-        self.retry_controller = RetryController(0)
-        self.completed_tasks = []
-        self._completed_set = set()
-        self._task_stack = []
-        self.results: dict[str, Any] = {}
-
-    def set_result(self, task_id: str, result: Any) -> None:
-        self.results[task_id] = result
-
-    def get_result(self, task_id: str, default: Any = None) -> Any:
-        if task_id in self.results:
-            return self.results[task_id]
-        return self.channel.get(f"{task_id}.__result__", default)
-
-
-class _RunState:
-    def __init__(
-        self, run_id: str, graph: TaskGraph, handlers: dict[str, TaskHandler], link: _Link
-    ) -> None:
-        self.context = WorkerContext(run_id, graph, RemoteChannel(run_id, link))
-        self.handlers = handlers
-        self.block = WorkflowContext(f"run-{run_id}")
-        self.block.graph = graph
-
-
 def _item_from_tuple(raw: tuple[Any, ...]) -> WorkItem:
     return WorkItem(*raw)
 
@@ -189,10 +152,10 @@ class Worker:
     """The loop of one worker process."""
 
     def __init__(self, conn: Connection, slots: Any, settings: WorkerSettings) -> None:
-        self.link = _Link(conn, settings.shm_threshold_bytes)
+        self.link = _Link(conn, settings.shm_threshold_bytes, slots, settings.index)
         self.slots = slots
         self.settings = settings
-        self.runs: dict[str, _RunState] = {}
+        self.runs: dict[str, RunState] = {}
         self.tasks_done = 0
         self.retiring = False
 
@@ -218,55 +181,35 @@ class Worker:
     def _start_run(self, run_id: str, graph_blob: bytes, handlers_blob: bytes) -> None:
         graph = pickle.loads(graph_blob)
         handlers = pickle.loads(handlers_blob)
-        self.runs[run_id] = _RunState(run_id, graph, handlers, self.link)
+        self.runs[run_id] = RunState(run_id, graph, handlers, RemoteChannel(run_id, self.link))
 
     def _add_nodes(self, run_id: str, nodes: list[Executable]) -> None:
         state = self.runs.get(run_id)
-        if state is None:
-            return
-        graph = state.context.graph
-        for exe in nodes:
-            if exe.task_id not in graph.nodes:
-                graph.add_node(exe)
+        if state is not None:
+            state.add_nodes(nodes)
 
     def _run_items(self, run_id: str, raw_items: list[tuple[Any, ...]]) -> None:
         state = self.runs.get(run_id)
         completions: list[tuple[Any, ...]] = []
         slots = self.slots
         index = self.settings.index
-        for raw in raw_items:
+        for n, raw in enumerate(raw_items):
+            if slots[-1]:  # the driver drains: hand back, unstarted, what is left
+                completions += [
+                    (r[0], r[1], None, None, None, None, 0.0, None) for r in raw_items[n:]
+                ]
+                break
             item = _item_from_tuple(raw)
             slots[index] = item.seq
             if state is None:
                 err = TaskError(item.task_id, f"worker has no graph for run {run_id}")
                 completions.append((item.seq, item.task_id, False, None, err, None, 0.0, None))
                 continue
-            completions.append(_completion_tuple(self._run_one(state, item)))
+            completions.append(_completion_tuple(state.run(item)))
         slots[index] = 0
         self.tasks_done += len(raw_items)
         self._send_done(completions)
         self._check_recycle()
-
-    def _run_one(self, state: _RunState, item: WorkItem) -> Completion:
-        context = state.context
-        try:
-            exe = context.graph.get_node(item.task_id)
-        except KeyError:
-            err = TaskError(item.task_id, "task is not in the graph shipped to the worker")
-            return Completion(item.seq, item.task_id, False, None, err)
-        if item.in_block:
-            set_current_workflow_context(state.block)
-        try:
-            completion = run_item(context, item, exe, state.handlers)
-        finally:
-            if item.in_block:
-                set_current_workflow_context(None)
-        if completion.ok:
-            completion.value = context.results.pop(item.task_id, completion.value)
-        else:
-            context.results.pop(item.task_id, None)
-            completion.error = _portable_error(item.task_id, completion)
-        return completion
 
     def _send_done(self, completions: list[tuple[Any, ...]]) -> None:
         try:
@@ -310,21 +253,6 @@ def _unpicklable(entry: tuple[Any, ...], exc: BaseException) -> tuple[Any, ...]:
     return (seq, task_id, False, None, err, None, duration, tb)
 
 
-def _portable_error(task_id: str, completion: Completion) -> BaseException:
-    """The completion's exception if it survives a pickle round trip, else a TaskError."""
-    error = completion.error
-    try:
-        pickle.loads(pickle.dumps(error, protocol=5))
-        return error  # type: ignore[return-value]
-    except Exception as exc:  # noqa: BLE001 - any failure means: send a description instead
-        return TaskError(
-            task_id,
-            f"raised {type(error).__name__}: {error} (the exception itself could not be "
-            f"sent back from the worker process: {exc})",
-            remote_traceback=completion.traceback,
-        )
-
-
 def _rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
@@ -335,9 +263,18 @@ def worker_main(conn: Connection, slots: Any, settings: WorkerSettings) -> None:
     # interrupt means (drain, then stop), so workers ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # A forked worker holds copies of the supervisor's pipe ends, its own among them: were
+    # they left open, its pipe would never reach EOF when the driver dies, and it would wait
+    # forever for the next message.
+    for fd in settings.inherited_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     try:
         Worker(conn, slots, settings).serve()
     finally:
         with contextlib.suppress(OSError):
             conn.close()
+        # Nobody reads this worker's frames once it stops (STOP) or the driver is gone (EOF):
+        # their segments would outlive everyone.
+        shm.sweep_orphans(os.getpid())
         os._exit(0)

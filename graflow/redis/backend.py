@@ -1,0 +1,222 @@
+"""The producer side of a Redis run: the scheduler's items go to a Redis queue.
+
+    scheduler ─submit─▶ RedisBackend ─XADD (signed items)─▶ graflow:{q:<queue>}:tasks
+    scheduler ◀─wait─── completions ◀─XREAD BLOCK── graflow:{<run>}:done ◀── workers
+
+Start of a run: the graph and the task handlers are stored (signed) under the run's keys;
+tasks created at run time are appended to the run's node list before any item that needs
+them is queued. Workers resolve a task's arguments from the run's channel in Redis and
+store its result there; a completion carries the result inline only when it is small.
+End of a run: the run's control keys are deleted; its channel keys stay until their TTL.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from graflow.core import codec
+from graflow.core.spec import Completion, WorkItem
+from graflow.exceptions import (
+    BackendUnavailable,
+    ConfigError,
+    GraphCompilationError,
+    PoisonMessage,
+    RunInterrupted,
+    WorkflowTimeoutError,
+)
+from graflow.redis import keys
+from graflow.redis.queue import RedisTaskQueue
+from graflow.redis.signing import Signer
+
+if TYPE_CHECKING:
+    from graflow.core.task import Executable
+
+__all__ = ["RUN_TTL_S", "RedisBackend", "StoredValue", "item_tuple"]
+
+logger = logging.getLogger(__name__)
+
+RUN_TTL_S = 7 * 24 * 3600
+_BLOCK_MS_MAX = 1000
+
+
+class StoredValue:
+    """Stands for a result too large to travel inline: it is in the run's channel."""
+
+    __slots__ = ("task_id",)
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (StoredValue, (self.task_id,))
+
+    def __repr__(self) -> str:
+        return f"StoredValue({self.task_id!r})"
+
+
+def item_tuple(item: WorkItem) -> tuple[Any, ...]:
+    """The wire form of a WorkItem (its fields in order)."""
+    return (
+        item.seq,
+        item.task_id,
+        item.attempt,
+        item.cycle_count,
+        item.max_cycles,
+        item.max_retries,
+        item.kwargs,
+        item.timeout_s,
+        item.in_block,
+    )
+
+
+class RedisBackend:
+    """ExecutorBackend that queues a scheduler's items on Redis for remote workers."""
+
+    prepares_kwargs = False
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        signer: Signer,
+        *,
+        queue: str = "default",
+        timeout_s: float | None = None,
+        max_deliveries: int = 3,
+    ) -> None:
+        self.client: Any = client
+        self.signer = signer
+        self.queue = RedisTaskQueue(client, queue, max_deliveries=max_deliveries)
+        self.timeout_s = timeout_s
+        self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self.pending: list[WorkItem] = []
+        self.outstanding: set[int] = set()
+        self.nodes_sent = 0
+        self.last_id = b"0-0"
+        self.run_id = ""
+        self.scheduler: Any = None
+        self.draining: tuple[str, float] | None = None
+
+    # -- ExecutorBackend --------------------------------------------------------------
+    def start_run(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        context = scheduler.context
+        self.run_id = context.session_id
+        try:
+            graph_blob = self.signer.sign(codec.dumps(context.graph))
+        except Exception as exc:
+            raise GraphCompilationError(
+                f"the workflow cannot be sent to Redis workers: {type(exc).__name__}: {exc}",
+                cause=exc,
+            ) from exc
+        try:
+            handlers_blob = self.signer.sign(codec.dumps(dict(scheduler.engine.handlers)))
+        except Exception as exc:
+            raise ConfigError(f"a registered task handler cannot be pickled: {exc}") from exc
+        self._call(self.queue.ensure_group)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(keys.graph(self.run_id), graph_blob, ex=RUN_TTL_S)
+        pipe.set(keys.handlers(self.run_id), handlers_blob, ex=RUN_TTL_S)
+        pipe.delete(keys.done(self.run_id), keys.nodes(self.run_id))
+        self._call(pipe.execute)
+
+    def submit(self, item: WorkItem, exe: Executable, inline: bool) -> Completion | None:
+        self.pending.append(item)
+        return None
+
+    def wait(self, timeout_s: float | None) -> list[Completion]:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            self._check_run_limits()
+            if self.draining is None:
+                self._flush()
+            block_ms = _BLOCK_MS_MAX
+            if deadline is not None:
+                block_ms = max(1, min(block_ms, int((deadline - time.monotonic()) * 1000)))
+            completions = self._read(block_ms)
+            if completions:
+                return completions
+            if deadline is not None and time.monotonic() >= deadline:
+                return []
+
+    def end_run(self, scheduler: Any) -> None:
+        run = self.run_id
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(keys.graph(run), keys.handlers(run), keys.nodes(run), keys.done(run))
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            logger.warning("run %s: could not delete its control keys: %s", run, exc)
+
+    # -- internals --------------------------------------------------------------------
+    def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except redis.ConnectionError as exc:
+            raise BackendUnavailable(f"Redis is unreachable: {exc}", cause=exc) from exc
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        dynamic = self.scheduler.dynamic_nodes
+        if self.nodes_sent < len(dynamic):
+            blobs = [self.signer.sign(codec.dumps(exe)) for exe in dynamic[self.nodes_sent :]]
+            pipe = self.client.pipeline(transaction=True)
+            pipe.rpush(keys.nodes(self.run_id), *blobs)
+            pipe.expire(keys.nodes(self.run_id), RUN_TTL_S)
+            self._retrying(pipe.execute)
+            self.nodes_sent = len(dynamic)
+        blobs = [self.signer.sign(codec.dumps(item_tuple(i))) for i in self.pending]
+        self._retrying(self.queue.submit, self.run_id, blobs)
+        self.outstanding.update(i.seq for i in self.pending)
+        self.pending = []
+
+    def _read(self, block_ms: int) -> list[Completion]:
+        reply = self._retrying(
+            self.client.xread, {keys.done(self.run_id): self.last_id}, 1000, block_ms
+        )
+        completions: list[Completion] = []
+        for _stream, messages in reply or ():
+            for entry_id, fields in messages:
+                self.last_id = entry_id
+                completion = self._parse(fields)
+                if completion is not None and completion.seq in self.outstanding:
+                    self.outstanding.discard(completion.seq)
+                    completions.append(completion)
+        return completions
+
+    def _parse(self, fields: Any) -> Completion | None:
+        try:
+            raw = self.signer.loads(fields[b"b"])
+            seq, task_id, ok, value, error, commands, duration, tb = raw
+        except (PoisonMessage, KeyError, TypeError, ValueError) as exc:
+            logger.error("run %s: dropped an unreadable completion: %s", self.run_id, exc)
+            return None
+        return Completion(seq, task_id, ok, value, error, commands, duration, tb, True)
+
+    def _retrying(self, fn: Any, *args: Any) -> Any:
+        # Redis going away mid-run: back off and retry until it is back (or the run's own
+        # timeout fires); workers do the same, so the run resumes where it was.
+        delay = 0.05
+        while True:
+            try:
+                return fn(*args)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self._check_run_limits()
+                logger.warning("run %s: Redis unavailable (%s); retrying", self.run_id, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _check_run_limits(self) -> None:
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            raise WorkflowTimeoutError(self.timeout_s or 0.0)
+        if self.draining is not None:
+            name, grace_end = self.draining
+            if not self.outstanding:
+                raise RunInterrupted(name, drained=True)
+            if now >= grace_end:
+                raise RunInterrupted(name, drained=False)

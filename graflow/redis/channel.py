@@ -1,0 +1,503 @@
+"""``RedisChannel``: a run's channel in Redis, shared by the driver and every node of the run.
+
+Layout: channel key ``k`` of run ``r`` is the Redis key ``graflow:{r}:ch:k`` (``keys.channel``),
+always with a TTL. What it holds:
+
+- an ``int`` in the 64-bit range: its decimal digits, so Redis can ``INCRBY`` it exactly;
+- a ``float``: ``#f:<repr>``, added to by a Lua script in double precision;
+- a non-empty ``list`` (from ``set``, ``append`` or ``prepend``): a Redis list of encoded items;
+  the empty list is ``#l:``;
+- anything else: a signed pickle (``Signer.dumps``), never unpickled before its MAC checks.
+
+Numbers travel unsigned: whoever can write them could as well call ``atomic_add``, and no
+number is ever unpickled. Every multi-step operation is one Lua script or one MULTI over a
+single key, so it is atomic across processes and nodes and legal on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from numbers import Integral, Real
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
+
+import redis
+from redis.client import Pipeline
+from redis.exceptions import LockError
+from redis.lock import Lock
+
+from graflow.channels.base import Channel
+from graflow.channels.factory import ChannelFactory
+from graflow.exceptions import BackendError, BackendUnavailable, PoisonMessage, RejectedBlob
+from graflow.redis import keys
+from graflow.redis.signing import Signer, load_secret
+
+__all__ = ["DEFAULT_TTL_S", "RedisChannel", "binary_client"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TTL_S: Final = 7 * 24 * 3600
+
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+_INT_RE: Final = re.compile(rb"-?[0-9]+")
+_FLOAT_MARK: Final = b"#f:"
+_EMPTY_LIST: Final = b"#l:"
+_SCAN_COUNT: Final = 1000
+_UNLINK_BATCH: Final = 500
+_LOCK_POLL_S: Final = 0.01
+
+# The value under KEYS[1] as {type, string} or {type, list of items}; nil when missing.
+_GET_LUA: Final = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'string' then return {kind, redis.call('GET', KEYS[1])} end
+if kind == 'list' then return {kind, redis.call('LRANGE', KEYS[1], 0, -1)} end
+if kind == 'none' then return false end
+return {kind}
+"""
+
+# Push ARGV[1] at the front (ARGV[2] == '1') or back; ARGV[3]: TTL in ms or 0 to keep the
+# key's; ARGV[4]: the default TTL for a key that has none; ARGV[5]: the empty-list marker.
+_PUSH_LUA: Final = """
+local key = KEYS[1]
+local kind = redis.call('TYPE', key)['ok']
+local keep = -1
+if kind == 'string' then
+  if redis.call('GET', key) ~= ARGV[5] then return redis.error_reply('GRAFLOW_NOT_LIST') end
+  keep = redis.call('PTTL', key)
+  redis.call('DEL', key)
+elseif kind ~= 'list' and kind ~= 'none' then
+  return redis.error_reply('GRAFLOW_NOT_LIST')
+end
+local length
+if ARGV[2] == '1' then
+  length = redis.call('LPUSH', key, ARGV[1])
+else
+  length = redis.call('RPUSH', key, ARGV[1])
+end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('PEXPIRE', key, ARGV[3])
+elseif keep > 0 then
+  redis.call('PEXPIRE', key, keep)
+elseif redis.call('PTTL', key) < 0 then
+  redis.call('PEXPIRE', key, ARGV[4])
+end
+return length
+"""
+
+# Add ARGV[1] (an integer when ARGV[2] == '1') to the number under KEYS[1], missing = 0;
+# return the new stored form. Integers stay exact through INCRBY (which keeps the TTL);
+# anything involving a float is added in double precision and kept as '#f:%.17g', which
+# reads back as the same double. ARGV[3]: the default TTL for a key that has none.
+_ADD_LUA: Final = """
+local key = KEYS[1]
+local kind = redis.call('TYPE', key)['ok']
+local current = '0'
+if kind == 'string' then
+  current = redis.call('GET', key)
+elseif kind ~= 'none' then
+  return redis.error_reply('GRAFLOW_NOT_NUMBER')
+end
+local result
+if string.match(current, '^%-?%d+$') then
+  if ARGV[2] == '1' then
+    redis.call('INCRBY', key, ARGV[1])
+    result = redis.call('GET', key)
+  else
+    result = tonumber(current) + tonumber(ARGV[1])
+  end
+elseif string.sub(current, 1, 3) == '#f:' and tonumber(string.sub(current, 4)) then
+  result = tonumber(string.sub(current, 4)) + tonumber(ARGV[1])
+else
+  return redis.error_reply('GRAFLOW_NOT_NUMBER')
+end
+if type(result) == 'number' then
+  result = '#f:' .. string.format('%.17g', result)
+  redis.call('SET', key, result, 'KEEPTTL')
+end
+if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[3]) end
+return result
+"""
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _translating_errors(
+    method: Callable[Concatenate[RedisChannel, _P], _R],
+) -> Callable[Concatenate[RedisChannel, _P], _R]:
+    """Turn Redis client errors of a channel method into graflow's backend errors."""
+
+    @functools.wraps(method)
+    def wrapper(self: RedisChannel, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BackendUnavailable(
+                f"Redis unreachable for channel of run {self.name!r}", cause=exc
+            ) from exc
+        except redis.RedisError as exc:
+            raise BackendError(f"Redis failed for channel of run {self.name!r}", cause=exc) from exc
+
+    return wrapper
+
+
+def binary_client(client: redis.Redis) -> redis.Redis:
+    """``client`` if it returns bytes, else a client on the same server that does."""
+    pool = client.connection_pool
+    if not pool.connection_kwargs.get("decode_responses"):
+        return client
+    settings = dict(pool.connection_kwargs, decode_responses=False)
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **settings)
+    )
+
+
+def _connection_spec(client: redis.Redis, url: str | None) -> dict[str, Any]:
+    """What it takes to connect again to ``client``'s server from another process."""
+    if url is not None:
+        return {"url": url}
+    pool = client.connection_pool
+    settings = pool.connection_kwargs
+    spec = {
+        name: settings[name]
+        for name in ("host", "port", "db", "username", "password")
+        if settings.get(name) is not None
+    }
+    if settings.get("path"):
+        spec["unix_socket_path"] = settings["path"]
+    if issubclass(pool.connection_class, redis.SSLConnection):
+        spec["ssl"] = True
+        spec.update({name: value for name, value in settings.items() if name.startswith("ssl_")})
+    return spec
+
+
+def _connect(spec: Mapping[str, Any]) -> redis.Redis:
+    """A client (returning bytes) for a spec made by ``_connection_spec``."""
+    if "url" in spec:
+        return redis.Redis.from_url(spec["url"], decode_responses=False)
+    return redis.Redis(**spec)
+
+
+def _ttl_ms(ttl: float) -> int:
+    """``ttl`` seconds in whole milliseconds (at least 1); ValueError unless positive and finite."""
+    if isinstance(ttl, bool) or not isinstance(ttl, Real) or not 0 < ttl < math.inf:
+        raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+    return max(1, math.ceil(float(ttl) * 1000))
+
+
+def _encode_amount(amount: int | float) -> tuple[str, str]:
+    """``amount`` for the add script: its text, and '1' if it is an integer."""
+    if isinstance(amount, bool) or not isinstance(amount, Real):
+        raise TypeError(f"amount must be a number, got {type(amount).__name__}")
+    if isinstance(amount, Integral):
+        if not _INT64_MIN <= int(amount) <= _INT64_MAX:
+            raise OverflowError(f"amount {amount} is outside the 64-bit range Redis adds in")
+        return str(int(amount)), "1"
+    return repr(float(amount)), "0"
+
+
+class RedisChannel(Channel):
+    """A run's channel stored in Redis under the run id ``name``, every key with a TTL.
+
+    Values round-trip exactly (signed pickles, not JSON); ``get`` on a list key returns the
+    list. ``atomic_add`` and ``lock`` are atomic across processes and nodes; ints stay exact
+    within 64 bits, and an ``atomic_add`` past that range raises ``OverflowError``. Redis
+    errors surface as ``BackendUnavailable`` (cannot connect) or ``BackendError``; a value
+    that is unsigned or forged raises ``PoisonMessage`` and is never unpickled.
+
+    Pickling keeps only the connection settings (``url``, or host, port, db, credentials and
+    TLS options taken from the client) and the signer's key id, never the client or secret;
+    the unpickling process must know the secret (see ``graflow.redis.signing``). Extra keyword
+    arguments (options meant for other backends, such as ``key_prefix``) are ignored.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        redis_client: redis.Redis | None = None,
+        host: str = "localhost",
+        port: int = 6379,
+        db: int = 0,
+        *,
+        url: str | None = None,
+        signer: Signer | None = None,
+        ttl_s: float = DEFAULT_TTL_S,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name)
+        self._key_start = len(keys.channel(name, ""))
+        self._default_ms = _ttl_ms(ttl_s)
+        self.ttl_s = ttl_s
+        self._signer = signer if signer is not None else Signer(load_secret())
+        if redis_client is not None:
+            client = binary_client(redis_client)
+        elif url is not None:
+            client = redis.Redis.from_url(url, decode_responses=False)
+        else:
+            client = redis.Redis(host=host, port=port, db=db)
+        self._owns_client = client is not redis_client
+        self._connection = _connection_spec(client, url)
+        self._attach(client)
+        if kwargs:
+            logger.debug("run %s: channel ignores options %s", name, sorted(kwargs))
+
+    def _attach(self, client: redis.Redis) -> None:
+        """Use ``client`` and register the channel's scripts on it."""
+        self._client = client
+        self._get_script = client.register_script(_GET_LUA)
+        self._push_script = client.register_script(_PUSH_LUA)
+        self._add_script = client.register_script(_ADD_LUA)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "connection": self._connection,
+            "ttl_s": self.ttl_s,
+            "signer": self._signer,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.name = state["name"]
+        self._key_start = len(keys.channel(self.name, ""))
+        self.ttl_s = state["ttl_s"]
+        self._default_ms = _ttl_ms(self.ttl_s)
+        self._signer = state["signer"]
+        self._connection = state["connection"]
+        self._owns_client = True
+        self._attach(_connect(self._connection))
+
+    @_translating_errors
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key`` with ``ttl`` (default: the channel's ``ttl_s``)."""
+        name = keys.channel(self.name, key)
+        px = self._default_ms if ttl is None else _ttl_ms(ttl)
+        if type(value) is list and value:
+            pipe = self._client.pipeline(transaction=True)
+            self._queue_list(pipe, name, value, px)
+            pipe.execute()
+        else:
+            self._client.set(name, self._encode(value), px=px)
+
+    @_translating_errors
+    def update(self, mapping: Mapping[str, Any]) -> None:
+        """``set`` every item of ``mapping`` with the default TTL, in one transaction."""
+        if not mapping:
+            return
+        pipe = self._client.pipeline(transaction=True)
+        for key, value in mapping.items():
+            name = keys.channel(self.name, key)
+            if type(value) is list and value:
+                self._queue_list(pipe, name, value, self._default_ms)
+            else:
+                pipe.set(name, self._encode(value), px=self._default_ms)
+        pipe.execute()
+
+    def _queue_list(self, pipe: Pipeline, name: str, items: list[Any], px: int) -> None:
+        """Queue on ``pipe`` the commands that replace ``name`` with the list ``items``."""
+        encoded = [self._encode(item) for item in items]
+        pipe.delete(name)
+        pipe.rpush(name, *encoded)
+        pipe.pexpire(name, px)
+
+    @_translating_errors
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value under ``key`` (a list for list keys), or ``default`` when missing."""
+        reply = self._get_script(keys=[keys.channel(self.name, key)])
+        if reply is None:
+            return default
+        return self._decode_reply(key, reply)
+
+    @_translating_errors
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; True if it existed."""
+        return bool(self._client.delete(keys.channel(self.name, key)))
+
+    @_translating_errors
+    def exists(self, key: str) -> bool:
+        """True if ``key`` holds a live value."""
+        return bool(self._client.exists(keys.channel(self.name, key)))
+
+    @_translating_errors
+    def keys(self) -> list[str]:
+        """Every live key of the run (found with SCAN, never KEYS)."""
+        return list(dict.fromkeys(raw[self._key_start :].decode() for raw in self._scan()))
+
+    @_translating_errors
+    def clear(self) -> None:
+        """Remove every key of the run, UNLINKing them in batches as SCAN finds them."""
+        batch: list[bytes] = []
+        for raw in self._scan():
+            batch.append(raw)
+            if len(batch) >= _UNLINK_BATCH:
+                self._client.unlink(*batch)
+                batch.clear()
+        if batch:
+            self._client.unlink(*batch)
+
+    @_translating_errors
+    def snapshot(self) -> dict[str, Any]:
+        """Every live key and its value, read in pipelined batches."""
+        names = list(dict.fromkeys(self._scan()))
+        contents: dict[str, Any] = {}
+        for start in range(0, len(names), _SCAN_COUNT):
+            batch = names[start : start + _SCAN_COUNT]
+            pipe = self._client.pipeline(transaction=False)
+            for name in batch:
+                self._get_script(keys=[name], client=pipe)
+            for name, reply in zip(batch, pipe.execute(), strict=True):
+                if reply is not None:
+                    key = name[self._key_start :].decode()
+                    contents[key] = self._decode_reply(key, reply)
+        return contents
+
+    def append(self, key: str, value: Any, ttl: float | None = None) -> int:
+        """Add ``value`` to the end of the list under ``key``; return the new length."""
+        return self._push(key, value, ttl, at_front=False)
+
+    def prepend(self, key: str, value: Any, ttl: float | None = None) -> int:
+        """Add ``value`` to the front of the list under ``key``; return the new length."""
+        return self._push(key, value, ttl, at_front=True)
+
+    @_translating_errors
+    def _push(self, key: str, value: Any, ttl: float | None, *, at_front: bool) -> int:
+        """Add ``value`` at one end of the list under ``key``, creating it when missing."""
+        px = 0 if ttl is None else _ttl_ms(ttl)
+        args = [self._encode(value), "1" if at_front else "0", px, self._default_ms, _EMPTY_LIST]
+        try:
+            return int(self._push_script(keys=[keys.channel(self.name, key)], args=args))
+        except redis.ResponseError as exc:
+            if "GRAFLOW_NOT_LIST" not in str(exc):
+                raise
+        raise TypeError(f"Value under key '{key}' is not a list")
+
+    @_translating_errors
+    def atomic_add(self, key: str, amount: int | float = 1) -> int | float:
+        """Add ``amount`` to the number under ``key`` (missing: 0) in Redis; return the sum."""
+        text, is_int = _encode_amount(amount)
+        try:
+            raw = self._add_script(
+                keys=[keys.channel(self.name, key)], args=[text, is_int, self._default_ms]
+            )
+        except redis.ResponseError as exc:
+            if "GRAFLOW_NOT_NUMBER" in str(exc):
+                raise TypeError(f"Value under key '{key}' is not a number") from None
+            if "overflow" in str(exc):
+                raise OverflowError(
+                    f"Value under key '{key}' would leave the 64-bit range Redis adds in"
+                ) from None
+            raise
+        number = self._decode(key, raw)
+        if not isinstance(number, int | float):
+            raise PoisonMessage(f"channel key {key!r} of run {self.name!r}: not a number")
+        return number
+
+    @contextmanager
+    def lock(self, key: str, timeout: float = 10.0, *, lease_s: float = 60.0) -> Iterator[None]:
+        """Hold the lock named ``key`` across processes and nodes.
+
+        Waits up to ``timeout`` seconds (``TimeoutError`` after). The lock is not re-entrant,
+        and its holder has ``lease_s`` seconds before Redis frees it for others (so a crashed
+        holder does not block them forever); a lease that ran out raises ``BackendError`` on
+        leaving the block.
+        """
+        if not timeout >= 0:
+            raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
+        held = Lock(
+            self._client,
+            keys.lock(self.name, key),
+            timeout=lease_s,
+            sleep=_LOCK_POLL_S,
+            blocking_timeout=timeout,
+        )
+        if not self._acquire(held):
+            raise TimeoutError(
+                f"Could not acquire lock '{key}' of channel '{self.name}' within {timeout} s"
+            )
+        try:
+            yield
+        except BaseException:
+            self._release(held, key, quiet=True)
+            raise
+        self._release(held, key, quiet=False)
+
+    @_translating_errors
+    def _acquire(self, held: Lock) -> bool:
+        """Acquire ``held``; True once it is ours, False when its wait ran out."""
+        return bool(held.acquire())
+
+    @_translating_errors
+    def _release(self, held: Lock, key: str, *, quiet: bool) -> None:
+        """Release ``held``; a lease that ran out is logged if ``quiet``, else raised."""
+        try:
+            held.release()
+        except LockError as exc:
+            if not quiet:
+                raise BackendError(
+                    f"lock '{key}' of channel '{self.name}' expired while held", cause=exc
+                ) from exc
+            logger.warning("run %s: lock %r expired while held", self.name, key)
+
+    @_translating_errors
+    def ping(self) -> bool:
+        """True if Redis answers (``BackendUnavailable`` if it does not)."""
+        return bool(self._client.ping())
+
+    def close(self) -> None:
+        """Close the connections this channel opened (a client passed in stays open)."""
+        if self._owns_client:
+            self._client.close()
+
+    def _scan(self) -> Iterator[bytes]:
+        """The Redis names of the run's channel keys, by SCAN MATCH."""
+        pattern = keys.channel_pattern(self.name)
+        yield from self._client.scan_iter(match=pattern, count=_SCAN_COUNT)
+
+    def _encode(self, value: Any) -> bytes:
+        """``value`` as stored in a string key or list item (see the module docstring)."""
+        if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
+            return b"%d" % value
+        if type(value) is float:
+            return _FLOAT_MARK + repr(value).encode()
+        if type(value) is list and not value:
+            return _EMPTY_LIST
+        return self._signer.dumps(value)
+
+    def _decode(self, key: str, raw: bytes) -> Any:
+        """The value stored as ``raw`` under ``key``; PoisonMessage if it is not trusted."""
+        try:
+            if _INT_RE.fullmatch(raw):
+                return int(raw)
+            if raw.startswith(_FLOAT_MARK):
+                return float(raw[len(_FLOAT_MARK) :])
+        except ValueError:
+            raise PoisonMessage(
+                f"channel key {key!r} of run {self.name!r} holds an unreadable number"
+            ) from None
+        if raw == _EMPTY_LIST:
+            return []
+        try:
+            return self._signer.loads(raw)
+        except RejectedBlob as exc:
+            raise RejectedBlob(
+                exc.reason, f"channel key {key!r} of run {self.name!r}: {exc.message}"
+            ) from None
+
+    def _decode_reply(self, key: str, reply: list[Any]) -> Any:
+        """The value in a reply of the get script."""
+        kind = reply[0]
+        if kind == b"string":
+            return self._decode(key, reply[1])
+        if kind == b"list":
+            return [self._decode(key, item) for item in reply[1]]
+        raise PoisonMessage(
+            f"channel key {key!r} of run {self.name!r} holds a Redis {kind.decode()}, "
+            "which no channel writes"
+        )
+
+
+ChannelFactory.register_backend("redis", RedisChannel)

@@ -1,0 +1,153 @@
+"""Every Redis key name graflow uses, built in one place.
+
+A run's keys carry its id in a hash tag (``graflow:{<run_id>}:...``) and a queue's keys carry
+``q:<queue>``, so each run and each queue lives on one Redis Cluster slot and multi-key
+scripts over them stay legal on a cluster. Node heartbeats share the ``{nodes}`` tag for the
+same reason. Braces are refused in names: a ``}`` would end the hash tag early and let one
+run's keys be spelled as another's.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from graflow.exceptions import ConfigError
+
+__all__ = [
+    "barrier",
+    "barrier_channel",
+    "barrier_expected",
+    "barrier_members",
+    "barrier_results",
+    "channel",
+    "channel_pattern",
+    "dead_letters",
+    "done",
+    "graph",
+    "handlers",
+    "lock",
+    "meta",
+    "node",
+    "nodes",
+    "nodes_index",
+    "queue_group",
+    "queue_stream",
+    "run_prefix",
+]
+
+PREFIX: Final = "graflow"
+
+queue_group: Final = "graflow-workers"
+"""The consumer group every node reads a queue stream with."""
+
+_FORBIDDEN: Final = ("\n", "\r", "\0", "{", "}")
+_GLOB_SPECIAL: Final = frozenset("*?[]\\")
+
+
+def _checked(kind: str, name: str) -> str:
+    """``name`` if it is a usable name of ``kind``; ConfigError otherwise."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{kind} must be a non-empty string, got {name!r}")
+    for char in _FORBIDDEN:
+        if char in name:
+            raise ConfigError(f"{kind} must not contain {char!r}, got {name!r}")
+    return name
+
+
+def _escape_glob(text: str) -> str:
+    """``text`` with Redis glob metacharacters escaped, for SCAN MATCH."""
+    return "".join("\\" + char if char in _GLOB_SPECIAL else char for char in text)
+
+
+def run_prefix(run_id: str) -> str:
+    """The prefix of every key of a run: ``graflow:{<run_id>}``."""
+    return f"{PREFIX}:{{{_checked('run id', run_id)}}}"
+
+
+def graph(run_id: str) -> str:
+    """The run's signed, pickled task graph."""
+    return f"{run_prefix(run_id)}:graph"
+
+
+def handlers(run_id: str) -> str:
+    """The run's signed, pickled task handlers."""
+    return f"{run_prefix(run_id)}:handlers"
+
+
+def nodes(run_id: str) -> str:
+    """The list of tasks added to the run's graph while it runs (dynamic tasks)."""
+    return f"{run_prefix(run_id)}:nodes"
+
+
+def done(run_id: str) -> str:
+    """The run's completion stream: workers append, the driver reads."""
+    return f"{run_prefix(run_id)}:done"
+
+
+def meta(run_id: str) -> str:
+    """The run's metadata hash (state, start time, driver)."""
+    return f"{run_prefix(run_id)}:meta"
+
+
+def channel(run_id: str, key: str) -> str:
+    """The Redis key holding channel key ``key`` of the run (any string is a valid ``key``)."""
+    if not isinstance(key, str):
+        raise TypeError(f"channel keys are strings, got {type(key).__name__}")
+    return f"{run_prefix(run_id)}:ch:{key}"
+
+
+def channel_pattern(run_id: str) -> str:
+    """The SCAN MATCH pattern of every channel key of the run."""
+    return f"{_escape_glob(run_prefix(run_id))}:ch:*"
+
+
+def lock(run_id: str, key: str) -> str:
+    """The key of the run's advisory lock named ``key``."""
+    if not isinstance(key, str):
+        raise TypeError(f"lock names are strings, got {type(key).__name__}")
+    return f"{run_prefix(run_id)}:lock:{key}"
+
+
+def barrier(run_id: str, group_id: str) -> str:
+    """The prefix of the keys of one parallel group's barrier in a run."""
+    return f"{run_prefix(run_id)}:barrier:{_checked('group id', group_id)}"
+
+
+def barrier_members(run_id: str, group_id: str) -> str:
+    """The set of member task ids that reported completion to the barrier."""
+    return f"{barrier(run_id, group_id)}:members"
+
+
+def barrier_expected(run_id: str, group_id: str) -> str:
+    """The number of members the barrier waits for."""
+    return f"{barrier(run_id, group_id)}:expected"
+
+
+def barrier_results(run_id: str, group_id: str) -> str:
+    """The hash of member task id to its signed completion record."""
+    return f"{barrier(run_id, group_id)}:results"
+
+
+def barrier_channel(run_id: str, group_id: str) -> str:
+    """The pub/sub channel told ``complete`` when the barrier is reached."""
+    return f"{barrier(run_id, group_id)}:done"
+
+
+def queue_stream(queue: str) -> str:
+    """The stream of tasks waiting in ``queue``."""
+    return f"{PREFIX}:{{q:{_checked('queue name', queue)}}}:tasks"
+
+
+def dead_letters(queue: str) -> str:
+    """The stream of entries of ``queue`` that could not be run (poison, lost too often)."""
+    return f"{PREFIX}:{{q:{_checked('queue name', queue)}}}:dead"
+
+
+def node(node_id: str) -> str:
+    """The heartbeat hash of a worker node (kept alive by its TTL)."""
+    return f"{PREFIX}:{{nodes}}:node:{_checked('node id', node_id)}"
+
+
+def nodes_index() -> str:
+    """The set of ids of worker nodes that registered."""
+    return f"{PREFIX}:{{nodes}}:index"

@@ -1,0 +1,417 @@
+"""A graflow node: worker processes that serve a Redis queue.
+
+    node supervisor (one per host/container)
+      ├── worker 0 ─┐   XREADGROUP (blocks on Redis) → verify → run → XADD done → XACK+XDEL
+      ├── worker 1 ─┤   heartbeat thread: XCLAIM own pending JUSTID every lease/3
+      └── worker N ─┘   every few seconds: XPENDING IDLE > lease → reclaim, or dead-letter
+
+A worker never unpickles a blob whose signature does not verify: undecodable, unsigned,
+forged or version-skewed entries go to the dead-letter stream with the reason, and the
+worker goes on. An entry delivered ``max_deliveries`` times (its workers keep dying) is
+dead-lettered too, and the run is told with a WorkerLost completion.
+
+Shutdown (SIGTERM or SIGINT to the node): each worker stops claiming at once, finishes
+the entry in hand if it can within the grace period, and hands back the rest (re-added to
+the stream, available immediately). Redis going away: back off (up to 5 s) and resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import redis
+
+from graflow.core import codec
+from graflow.core.spec import Completion, WorkItem
+from graflow.exceptions import PoisonMessage, TaskError, WorkerLost
+from graflow.redis import keys
+from graflow.redis.backend import RUN_TTL_S, StoredValue
+from graflow.redis.channel import RedisChannel
+from graflow.redis.queue import QueueEntry, RedisTaskQueue
+from graflow.redis.signing import Signer
+from graflow.worker.runtime import RunState
+
+__all__ = ["NodeSettings", "RedisWorker", "run_node"]
+
+logger = logging.getLogger(__name__)
+
+_INLINE_MAX_BYTES = 64 * 1024
+_RUN_CACHE = 16
+_FLUSH_AFTER_S = 0.002
+
+
+class _Batch:
+    """Outcomes of claimed entries waiting for one round trip per run."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.entries: list[QueueEntry] = []
+        self.runs: dict[str, tuple[RunState, dict[str, Any], list[bytes]]] = {}
+        self.failed = 0
+
+    def add(self, entry: QueueEntry, state: RunState, completion: Completion, blob: bytes) -> None:
+        self.entries.append(entry)
+        _, results, blobs = self.runs.setdefault(entry.run_id, (state, {}, []))
+        results.update(state.context.stored)
+        state.context.stored.clear()
+        blobs.append(blob)
+        if not completion.ok:
+            self.failed += 1
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """How a node serves its queue."""
+
+    url: str
+    queue: str = "default"
+    processes: int = 1
+    node_id: str = ""
+    batch: int = 16
+    lease_ms: int = 30_000
+    max_deliveries: int = 3
+    grace_s: float = 10.0
+    block_ms: int = 1000
+    max_tasks: int | None = None
+
+
+class RedisWorker:
+    """One worker process: claims entries from the queue and runs them."""
+
+    def __init__(self, settings: NodeSettings, signer: Signer, consumer: str) -> None:
+        self.settings = settings
+        self.signer = signer
+        self.consumer = consumer
+        self.client: Any = redis.Redis.from_url(settings.url)
+        self.queue = RedisTaskQueue(
+            self.client,
+            settings.queue,
+            max_deliveries=settings.max_deliveries,
+            lease_ms=settings.lease_ms,
+        )
+        self.runs: OrderedDict[str, RunState] = OrderedDict()
+        self.nodes_loaded: dict[str, int] = {}
+        self.in_hand: dict[bytes, QueueEntry] = {}
+        self.stopping = threading.Event()
+        self.tasks_done = 0
+        self.tasks_failed = 0
+        self.dead_lettered = 0
+        self.avg_task_s: float | None = None
+        self._lock = threading.Lock()
+
+    # -- main loop --------------------------------------------------------------------
+    def serve(self) -> None:
+        """Claim and run entries until ``stop()``; survive Redis outages."""
+        heartbeat = threading.Thread(target=self._heartbeat, name="graflow-lease", daemon=True)
+        heartbeat.start()
+        delay = 0.1
+        next_reclaim = 0.0
+        while not self.stopping.is_set():
+            try:
+                self.queue.ensure_group()
+                if time.monotonic() >= next_reclaim:
+                    next_reclaim = time.monotonic() + self.settings.lease_ms / 3000
+                    self._process(self.queue.reclaim(self.consumer))
+                entries = self.queue.fetch(
+                    self.consumer, self._fetch_count(), self.settings.block_ms
+                )
+                self._process(entries)
+                delay = 0.1
+                if self.settings.max_tasks and self.tasks_done >= self.settings.max_tasks:
+                    return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                logger.warning("worker %s: Redis unavailable (%s)", self.consumer, exc)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
+        self._hand_back_all()
+
+    def stop(self) -> None:
+        """Stop claiming; the loop ends after the entry in hand."""
+        self.stopping.set()
+
+    def _process(self, entries: list[QueueEntry]) -> None:
+        with self._lock:
+            for entry in entries:
+                self.in_hand[entry.entry_id] = entry
+        batch = _Batch()
+        for index, entry in enumerate(entries):
+            if self.stopping.is_set():
+                self._flush(batch)
+                self._hand_back(entries[index:])
+                return
+            self._process_one(entry, batch)
+            # Short tasks share one round trip; a slow one is reported at once so that its
+            # successors need not wait for the rest of the batch.
+            if time.monotonic() - batch.started > _FLUSH_AFTER_S:
+                self._flush(batch)
+                batch = _Batch()
+        self._flush(batch)
+
+    def _process_one(self, entry: QueueEntry, batch: _Batch) -> None:
+        if entry.deliveries > self.settings.max_deliveries:
+            self._give_up(entry)
+            return
+        try:
+            raw = self.signer.loads(entry.blob)
+            item = WorkItem(*raw)
+        except (PoisonMessage, TypeError, ValueError) as exc:
+            self._dead_letter(entry, f"undecodable work item: {exc}")
+            return
+        state = self._run_state(entry.run_id, item.task_id)
+        if state is None:
+            self._dead_letter(entry, f"run {entry.run_id} is unknown or expired")
+            return
+        started = time.perf_counter()
+        completion = state.run(item)
+        elapsed = time.perf_counter() - started
+        avg = self.avg_task_s
+        self.avg_task_s = elapsed if avg is None else 0.8 * avg + 0.2 * elapsed
+        batch.add(entry, state, completion, self._record(completion))
+
+    def _fetch_count(self) -> int:
+        # Do not hoard slow tasks that idle workers elsewhere could take.
+        avg = self.avg_task_s
+        if avg is None:
+            return 1
+        return max(1, min(self.settings.batch, int(_FLUSH_AFTER_S / max(avg, 1e-6))))
+
+    # -- runs -------------------------------------------------------------------------
+    def _run_state(self, run_id: str, task_id: str) -> RunState | None:
+        state = self.runs.get(run_id)
+        if state is None:
+            state = self._load_run(run_id)
+            if state is None:
+                return None
+        self.runs.move_to_end(run_id)
+        if task_id not in state.context.graph.nodes:
+            self._load_nodes(state)
+        return state
+
+    def _load_run(self, run_id: str) -> RunState | None:
+        graph_blob, handlers_blob = self.client.mget(keys.graph(run_id), keys.handlers(run_id))
+        if graph_blob is None or handlers_blob is None:
+            return None
+        try:
+            graph = self.signer.loads(graph_blob)
+            handlers = self.signer.loads(handlers_blob)
+        except PoisonMessage as exc:
+            logger.error("run %s: its graph does not verify (%s)", run_id, exc)
+            return None
+        channel = RedisChannel(run_id, redis_client=self.client, signer=self.signer)
+        state = RunState(run_id, graph, handlers, channel, store_results=True)
+        state.context.defer_stores = True
+        self.runs[run_id] = state
+        self.nodes_loaded[run_id] = 0
+        while len(self.runs) > _RUN_CACHE:
+            old, _ = self.runs.popitem(last=False)
+            self.nodes_loaded.pop(old, None)
+        return state
+
+    def _load_nodes(self, state: RunState) -> None:
+        start = self.nodes_loaded.get(state.run_id, 0)
+        blobs = self.client.lrange(keys.nodes(state.run_id), start, -1)
+        nodes = []
+        for blob in blobs:
+            try:
+                nodes.append(self.signer.loads(blob))
+            except PoisonMessage as exc:
+                logger.error("run %s: a dynamic task does not verify (%s)", state.run_id, exc)
+        state.add_nodes(nodes)
+        self.nodes_loaded[state.run_id] = start + len(blobs)
+
+    # -- outcomes ---------------------------------------------------------------------
+    def _record(self, completion: Completion) -> bytes:
+        value = completion.value
+        if completion.ok and value is not None:
+            try:
+                if len(codec.dumps(value)) > _INLINE_MAX_BYTES:
+                    value = StoredValue(completion.task_id)
+            except Exception:  # noqa: BLE001 - the channel holds it; send the marker
+                value = StoredValue(completion.task_id)
+        record = (
+            completion.seq,
+            completion.task_id,
+            completion.ok,
+            value,
+            completion.error,
+            completion.commands,
+            completion.duration_s,
+            completion.traceback,
+        )
+        try:
+            return self.signer.dumps(record)
+        except Exception as exc:  # noqa: BLE001 - reported as this task's failure
+            err = TaskError(completion.task_id, f"its outcome could not be pickled: {exc}")
+            return self.signer.dumps(
+                (completion.seq, completion.task_id, False, None, err, None, 0.0, None)
+            )
+
+    def _flush(self, batch: _Batch) -> None:
+        """Store results, then post completions, then acknowledge: nothing is lost between."""
+        if not batch.entries:
+            return
+        for run_id, (state, results, blobs) in batch.runs.items():
+            if results:
+                state.context.channel.update(results)
+            pipe = self.client.pipeline(transaction=True)
+            for blob in blobs:
+                pipe.xadd(keys.done(run_id), {b"b": blob})
+            pipe.expire(keys.done(run_id), RUN_TTL_S)
+            pipe.execute()
+        self.queue.ack([e.entry_id for e in batch.entries])
+        with self._lock:
+            for entry in batch.entries:
+                self.in_hand.pop(entry.entry_id, None)
+        self.tasks_done += len(batch.entries)
+        self.tasks_failed += batch.failed
+
+    def _post(self, run_id: str, blob: bytes) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(keys.done(run_id), {b"b": blob})
+        pipe.expire(keys.done(run_id), RUN_TTL_S)
+        pipe.execute()
+
+    def _give_up(self, entry: QueueEntry) -> None:
+        deliveries = entry.deliveries - 1
+        reason = f"delivered {deliveries} times; its workers kept dying"
+        try:
+            seq, task_id = self.signer.loads(entry.blob)[:2]
+        except (PoisonMessage, TypeError, ValueError):
+            self._dead_letter(entry, reason)
+            return
+        err = WorkerLost(task_id, deliveries)
+        self._post(
+            entry.run_id, self.signer.dumps((seq, task_id, False, None, err, None, 0.0, None))
+        )
+        self._dead_letter(entry, reason)
+
+    def _dead_letter(self, entry: QueueEntry, reason: str) -> None:
+        self.queue.dead_letter(entry, reason)
+        self.dead_lettered += 1
+        with self._lock:
+            self.in_hand.pop(entry.entry_id, None)
+
+    def _hand_back(self, entries: list[QueueEntry]) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self.queue.hand_back(entries)
+        with self._lock:
+            for entry in entries:
+                self.in_hand.pop(entry.entry_id, None)
+
+    def _hand_back_all(self) -> None:
+        with self._lock:
+            entries = list(self.in_hand.values())
+        self._hand_back(entries)
+
+    # -- leases -----------------------------------------------------------------------
+    def _heartbeat(self) -> None:
+        interval = self.settings.lease_ms / 3000
+        node_key = keys.node(self.settings.node_id or self.consumer)
+        while not self.stopping.wait(interval):
+            with self._lock:
+                ids = list(self.in_hand)
+            try:
+                self.queue.extend_lease(self.consumer, ids)
+                pipe = self.client.pipeline(transaction=False)
+                pipe.hset(
+                    node_key,
+                    mapping={
+                        f"{self.consumer}:seen": str(time.time()),
+                        f"{self.consumer}:done": str(self.tasks_done),
+                        f"{self.consumer}:failed": str(self.tasks_failed),
+                    },
+                )
+                pipe.expire(node_key, max(5, int(interval * 3) + 1))
+                pipe.sadd(keys.nodes_index(), self.settings.node_id or self.consumer)
+                pipe.execute()
+            except redis.RedisError as exc:
+                logger.debug("worker %s: heartbeat failed: %s", self.consumer, exc)
+
+
+def _worker_process(settings: NodeSettings, secret: bytes, index: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker = RedisWorker(settings, Signer(secret), f"{settings.node_id}:{index}")
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_term)
+    worker.serve()
+
+
+class _Node:
+    """The node supervisor: keeps ``processes`` worker processes alive until told to stop."""
+
+    def __init__(self, settings: NodeSettings, secret: bytes) -> None:
+        self.settings = settings
+        self.secret = secret
+        self.ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        self.procs: dict[int, Any] = {}
+        self.stopping = threading.Event()
+
+    def start(self, index: int) -> None:
+        proc = self.ctx.Process(  # type: ignore[attr-defined]
+            target=_worker_process,
+            args=(self.settings, self.secret, index),
+            name=f"graflow-redis-worker-{index}",
+            daemon=False,
+        )
+        proc.start()
+        self.procs[index] = proc
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping.is_set() and signum == signal.SIGINT:
+            for proc in self.procs.values():
+                proc.kill()  # a second Ctrl-C: stop now
+        self.stopping.set()
+
+    def supervise(self) -> None:
+        while not self.stopping.wait(0.2):
+            for index, proc in list(self.procs.items()):
+                if not proc.is_alive():
+                    logger.warning(
+                        "worker %d died (exit code %s); starting another", index, proc.exitcode
+                    )
+                    self.start(index)
+
+    def drain(self) -> None:
+        for proc in self.procs.values():
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: the worker stops claiming and hands back
+        deadline = time.monotonic() + self.settings.grace_s
+        for proc in self.procs.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+
+
+def run_node(settings: NodeSettings, secret: bytes) -> int:
+    """Run a node in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    node = _Node(NodeSettings(**{**settings.__dict__, "node_id": node_id}), secret)
+    signal.signal(signal.SIGTERM, node.on_signal)
+    signal.signal(signal.SIGINT, node.on_signal)
+    for index in range(settings.processes):
+        node.start(index)
+    logger.info(
+        "node %s serving queue %r with %d worker process(es)",
+        node_id,
+        settings.queue,
+        settings.processes,
+    )
+    node.supervise()
+    node.drain()
+    return 0

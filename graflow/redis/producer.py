@@ -1,0 +1,113 @@
+"""Running a workflow against Redis: ``graflow.run(wf, redis="redis://host:port/db")``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+import redis
+
+from graflow.core.context import ExecutionContext
+from graflow.core.engine import RunStats, WorkflowEngine
+from graflow.core.graph import TaskGraph
+from graflow.exceptions import BackendUnavailable, ConfigError, RunInterrupted
+from graflow.redis import keys
+from graflow.redis.backend import RedisBackend, StoredValue
+from graflow.redis.signing import Signer, load_secret
+
+__all__ = ["connect", "run_on_redis"]
+
+logger = logging.getLogger(__name__)
+
+
+def connect(url: str) -> Any:
+    """A non-decoding Redis client for ``url``; BackendUnavailable if it does not answer."""
+    try:
+        client = redis.Redis.from_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"invalid Redis URL: {exc}") from exc
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise BackendUnavailable("Redis refused the credentials of the URL") from exc
+    except redis.RedisError as exc:
+        raise BackendUnavailable(f"Redis at {_safe_url(url)} is unreachable: {exc}") from exc
+    return client
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without its password."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+@contextmanager
+def _drain_on_signals(backend: RedisBackend, grace_s: float) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if backend.draining is not None and signum == signal.SIGINT:
+            raise RunInterrupted(name, drained=False)
+        if backend.draining is None:
+            logger.warning("%s received: waiting for queued tasks in flight, then stopping", name)
+            backend.draining = (name, time.monotonic() + grace_s)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_on_redis(
+    graph: TaskGraph,
+    start_node: str,
+    *,
+    url: str,
+    queue: str = "default",
+    secret: str | bytes | None = None,
+    secret_file: str | None = None,
+    max_steps: int = 10_000,
+    initial_channel: dict[str, Any] | None = None,
+    timeout_s: float | None = None,
+    engine: WorkflowEngine | None = None,
+    grace_s: float = 30.0,
+) -> tuple[ExecutionContext, Any, RunStats]:
+    """Schedule a run here and execute its tasks on the nodes serving ``queue``."""
+    client = connect(url)
+    signer = Signer(load_secret(secret, secret_file))
+    context = ExecutionContext.create(
+        graph,
+        start_node,
+        max_steps=max_steps,
+        channel_backend="redis",
+        config={"redis_client": client, "signer": signer},
+    )
+    if initial_channel:
+        context.channel.update(initial_channel)
+    if not client.scard(keys.nodes_index()):
+        logger.warning(
+            "no graflow node has registered with this Redis yet: start one with "
+            "'graflow supervisor --redis URL' or the run will wait"
+        )
+    backend = RedisBackend(client, signer, queue=queue, timeout_s=timeout_s)
+    run_engine = WorkflowEngine(backend)
+    if engine is not None:
+        run_engine.handlers.update(engine.handlers)
+    with _drain_on_signals(backend, grace_s):
+        value, stats = run_engine.run(context)
+    if isinstance(value, StoredValue):
+        value = context.channel.get(f"{value.task_id}.__result__")
+    return context, value, stats

@@ -1,0 +1,144 @@
+"""What a worker process keeps of a run, and how it runs one work item of it.
+
+The scheduler (in the driver or producer) owns the run state; a worker only needs the
+run's graph, its task handlers and a channel. Backends differ in the channel (a pipe to the
+supervisor, or Redis) and in whether a result is captured for the completion or stored in
+the channel directly.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from graflow.channels.base import Channel
+from graflow.core.backend import run_item
+from graflow.core.context import ExecutionContext
+from graflow.core.cycle import CycleController
+from graflow.core.graph import TaskGraph
+from graflow.core.handler import TaskHandler
+from graflow.core.retry import RetryController
+from graflow.core.spec import Completion, WorkItem
+from graflow.core.workflow import WorkflowContext, set_current_workflow_context
+from graflow.exceptions import TaskError
+
+__all__ = ["RunState", "WorkerContext", "portable_error"]
+
+
+class WorkerContext(ExecutionContext):
+    """The worker-side view of a run: its graph, a channel, and captured results.
+
+    With ``store_results`` a handler's ``set_result`` writes to the channel (a shared
+    store such as Redis); otherwise the result is kept to travel with the completion.
+    """
+
+    def __init__(
+        self, run_id: str, graph: TaskGraph, channel: Channel, store_results: bool = False
+    ) -> None:
+        # Deliberately not ExecutionContext.__init__: the run state lives with the scheduler,
+        # this object only carries what task bodies and handlers read.
+        self.session_id = run_id
+        self.trace_id = run_id
+        self.graph = graph
+        self.channel = channel
+        self.start_node = None
+        self.max_steps = 0
+        self.steps = 0
+        self.parent_context = None
+        self.tracer = None
+        self.llm_client = None
+        self.prompt_manager = None
+        self.channel_backend = "remote"
+        self._config = {}
+        self.cycle_controller = CycleController(10)
+        self.retry_controller = RetryController(0)
+        self.completed_tasks = []
+        self._completed_set = set()
+        self._task_stack = []
+        self.store_results = store_results
+        self.results: dict[str, Any] = {}
+        # With defer_stores, results to store wait in `stored` for the worker to write them
+        # in one round trip with the completion (Redis); otherwise they are written at once.
+        self.defer_stores = False
+        self.stored: dict[str, Any] = {}
+
+    def set_result(self, task_id: str, result: Any) -> None:
+        self.results[task_id] = result
+        if not self.store_results:
+            return
+        if self.defer_stores:
+            self.stored[f"{task_id}.__result__"] = result
+        else:
+            self.channel.set(f"{task_id}.__result__", result)
+
+    def get_result(self, task_id: str, default: Any = None) -> Any:
+        if task_id in self.results:
+            return self.results[task_id]
+        key = f"{task_id}.__result__"
+        if key in self.stored:
+            return self.stored[key]
+        return self.channel.get(key, default)
+
+
+class RunState:
+    """A run as one worker process knows it."""
+
+    def __init__(
+        self,
+        run_id: str,
+        graph: TaskGraph,
+        handlers: dict[str, TaskHandler],
+        channel: Channel,
+        store_results: bool = False,
+    ) -> None:
+        self.run_id = run_id
+        self.context = WorkerContext(run_id, graph, channel, store_results)
+        self.handlers = handlers
+        # Stands in for the driver's `with workflow(...)` block when an item asks for it, so
+        # tasks built inside a task register into the run's graph as they would there.
+        self.block = WorkflowContext(f"run-{run_id}")
+        self.block.graph = graph
+
+    def add_nodes(self, nodes: list[Any]) -> None:
+        """Tasks created at run time elsewhere."""
+        graph = self.context.graph
+        for exe in nodes:
+            if exe.task_id not in graph.nodes:
+                graph.add_node(exe)
+
+    def run(self, item: WorkItem) -> Completion:
+        """Run one item; the completion carries a portable value or error."""
+        context = self.context
+        try:
+            exe = context.graph.get_node(item.task_id)
+        except KeyError:
+            err = TaskError(item.task_id, "task is not in the graph shipped to the worker")
+            return Completion(item.seq, item.task_id, False, None, err)
+        if item.in_block:
+            set_current_workflow_context(self.block)
+        try:
+            completion = run_item(context, item, exe, self.handlers)
+        finally:
+            if item.in_block:
+                set_current_workflow_context(None)
+        if completion.ok:
+            completion.value = context.results.pop(item.task_id, completion.value)
+        else:
+            context.results.pop(item.task_id, None)
+            completion.error = portable_error(item.task_id, completion)
+        return completion
+
+
+def portable_error(task_id: str, completion: Completion) -> BaseException:
+    """The completion's exception if it survives a pickle round trip, else a TaskError."""
+    error = completion.error
+    try:
+        pickle.loads(pickle.dumps(error, protocol=5))
+        return error  # type: ignore[return-value]
+    except Exception as exc:  # noqa: BLE001 - any failure means: send a description instead
+        return TaskError(
+            task_id,
+            f"raised {type(error).__name__}: {error} (the exception itself could not be "
+            f"sent back from the worker process: {exc})",
+            remote_traceback=completion.traceback,
+        )
