@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 RUN_TTL_S = 7 * 24 * 3600
 _BLOCK_MS_MAX = 1000
+_MAX_ENTRY_ITEMS = 64
+_MIN_ENTRIES = 16  # split a burst into at least this many entries, for spreading
+_TARGET_ENTRY_S = 0.002
 
 
 class StoredValue:
@@ -99,6 +102,7 @@ class RedisBackend:
         self.run_id = ""
         self.scheduler: Any = None
         self.draining: tuple[str, float] | None = None
+        self.avg_task_s: float | None = None
 
     # -- ExecutorBackend --------------------------------------------------------------
     def start_run(self, scheduler: Any) -> None:
@@ -169,10 +173,23 @@ class RedisBackend:
             pipe.expire(keys.nodes(self.run_id), RUN_TTL_S)
             self._retrying(pipe.execute)
             self.nodes_sent = len(dynamic)
-        blobs = [self.signer.sign(codec.dumps(item_tuple(i))) for i in self.pending]
+        pending = self.pending
+        size = self._entry_size(len(pending))
+        blobs = [
+            self.signer.dumps([item_tuple(i) for i in pending[start : start + size]])
+            for start in range(0, len(pending), size)
+        ]
         self._retrying(self.queue.submit, self.run_id, blobs)
-        self.outstanding.update(i.seq for i in self.pending)
+        self.outstanding.update(i.seq for i in pending)
         self.pending = []
+
+    def _entry_size(self, count: int) -> int:
+        """Items per stream entry: many short tasks share one, long ones travel alone."""
+        spread = max(1, -(-count // _MIN_ENTRIES))  # keep enough entries for every worker
+        avg = self.avg_task_s
+        if avg is None:
+            return min(_MAX_ENTRY_ITEMS, spread)
+        return max(1, min(_MAX_ENTRY_ITEMS, spread, int(_TARGET_ENTRY_S / max(avg, 1e-6))))
 
     def _read(self, block_ms: int) -> list[Completion]:
         reply = self._retrying(
@@ -182,20 +199,26 @@ class RedisBackend:
         for _stream, messages in reply or ():
             for entry_id, fields in messages:
                 self.last_id = entry_id
-                completion = self._parse(fields)
-                if completion is not None and completion.seq in self.outstanding:
-                    self.outstanding.discard(completion.seq)
-                    completions.append(completion)
+                for completion in self._parse(fields):
+                    if completion.seq in self.outstanding:
+                        self.outstanding.discard(completion.seq)
+                        completions.append(completion)
+        if completions:
+            total = sum(c.duration_s for c in completions) / len(completions)
+            avg = self.avg_task_s
+            self.avg_task_s = total if avg is None else 0.7 * avg + 0.3 * total
         return completions
 
-    def _parse(self, fields: Any) -> Completion | None:
+    def _parse(self, fields: Any) -> list[Completion]:
         try:
-            raw = self.signer.loads(fields[b"b"])
-            seq, task_id, ok, value, error, commands, duration, tb = raw
+            records = self.signer.loads(fields[b"b"])
+            return [
+                Completion(seq, task_id, ok, value, error, commands, duration, tb, True)
+                for seq, task_id, ok, value, error, commands, duration, tb in records
+            ]
         except (PoisonMessage, KeyError, TypeError, ValueError) as exc:
             logger.error("run %s: dropped an unreadable completion: %s", self.run_id, exc)
-            return None
-        return Completion(seq, task_id, ok, value, error, commands, duration, tb, True)
+            return []
 
     def _retrying(self, fn: Any, *args: Any) -> Any:
         # Redis going away mid-run: back off and retry until it is back (or the run's own

@@ -289,13 +289,17 @@ class RedisChannel(Channel):
         if not mapping:
             return
         pipe = self._client.pipeline(transaction=True)
+        self.queue_update(pipe, mapping)
+        pipe.execute()
+
+    def queue_update(self, pipe: Pipeline, mapping: Mapping[str, Any]) -> None:
+        """Queue on ``pipe`` the writes of ``update(mapping)`` (the caller executes it)."""
         for key, value in mapping.items():
             name = keys.channel(self.name, key)
             if type(value) is list and value:
                 self._queue_list(pipe, name, value, self._default_ms)
             else:
                 pipe.set(name, self._encode(value), px=self._default_ms)
-        pipe.execute()
 
     def _queue_list(self, pipe: Pipeline, name: str, items: list[Any], px: int) -> None:
         """Queue on ``pipe`` the commands that replace ``name`` with the list ``items``."""

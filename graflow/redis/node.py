@@ -37,7 +37,7 @@ from graflow.core import codec
 from graflow.core.spec import Completion, WorkItem
 from graflow.exceptions import PoisonMessage, TaskError, WorkerLost
 from graflow.redis import keys
-from graflow.redis.backend import RUN_TTL_S, StoredValue
+from graflow.redis.backend import RUN_TTL_S, StoredValue, item_tuple
 from graflow.redis.channel import RedisChannel
 from graflow.redis.queue import QueueEntry, RedisTaskQueue
 from graflow.redis.signing import Signer
@@ -61,14 +61,13 @@ class _Batch:
         self.runs: dict[str, tuple[RunState, dict[str, Any], list[bytes]]] = {}
         self.failed = 0
 
-    def add(self, entry: QueueEntry, state: RunState, completion: Completion, blob: bytes) -> None:
+    def add(self, entry: QueueEntry, state: RunState, failed: int, blob: bytes) -> None:
         self.entries.append(entry)
         _, results, blobs = self.runs.setdefault(entry.run_id, (state, {}, []))
         results.update(state.context.stored)
         state.context.stored.clear()
         blobs.append(blob)
-        if not completion.ok:
-            self.failed += 1
+        self.failed += failed
 
 
 @dataclass(frozen=True)
@@ -114,13 +113,17 @@ class RedisWorker:
     # -- main loop --------------------------------------------------------------------
     def serve(self) -> None:
         """Claim and run entries until ``stop()``; survive Redis outages."""
+        self._beat(self.settings.lease_ms / 3000)
         heartbeat = threading.Thread(target=self._heartbeat, name="graflow-lease", daemon=True)
         heartbeat.start()
         delay = 0.1
         next_reclaim = 0.0
+        group_ready = False
         while not self.stopping.is_set():
             try:
-                self.queue.ensure_group()
+                if not group_ready:
+                    self.queue.ensure_group()
+                    group_ready = True
                 if time.monotonic() >= next_reclaim:
                     next_reclaim = time.monotonic() + self.settings.lease_ms / 3000
                     self._process(self.queue.reclaim(self.consumer))
@@ -131,7 +134,12 @@ class RedisWorker:
                 delay = 0.1
                 if self.settings.max_tasks and self.tasks_done >= self.settings.max_tasks:
                     return
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                group_ready = False  # the stream was deleted (or Redis restarted empty)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
+                group_ready = False
                 logger.warning("worker %s: Redis unavailable (%s)", self.consumer, exc)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 5.0)
@@ -164,21 +172,37 @@ class RedisWorker:
             self._give_up(entry)
             return
         try:
-            raw = self.signer.loads(entry.blob)
-            item = WorkItem(*raw)
+            items = [WorkItem(*raw) for raw in self.signer.loads(entry.blob)]
         except (PoisonMessage, TypeError, ValueError) as exc:
-            self._dead_letter(entry, f"undecodable work item: {exc}")
+            self._dead_letter(entry, f"undecodable work items: {exc}")
             return
-        state = self._run_state(entry.run_id, item.task_id)
+        if entry.deliveries > 1 and len(items) > 1:
+            # Redelivered after a crash: run each item on its own, so the one that kills
+            # its worker is found and the others are not charged for it.
+            self._split(entry, items)
+            return
+        state = self._run_state(entry.run_id, items)
         if state is None:
             self._dead_letter(entry, f"run {entry.run_id} is unknown or expired")
             return
-        started = time.perf_counter()
-        completion = state.run(item)
-        elapsed = time.perf_counter() - started
-        avg = self.avg_task_s
-        self.avg_task_s = elapsed if avg is None else 0.8 * avg + 0.2 * elapsed
-        batch.add(entry, state, completion, self._record(completion))
+        records = []
+        failed = 0
+        for item in items:
+            started = time.perf_counter()
+            completion = state.run(item)
+            elapsed = time.perf_counter() - started
+            avg = self.avg_task_s
+            self.avg_task_s = elapsed if avg is None else 0.8 * avg + 0.2 * elapsed
+            records.append(self._record(completion))
+            failed += not completion.ok
+        batch.add(entry, state, failed, self._seal(records))
+
+    def _split(self, entry: QueueEntry, items: list[WorkItem]) -> None:
+        blobs = [self.signer.dumps([item_tuple(item)]) for item in items]
+        self.queue.submit(entry.run_id, blobs)
+        self.queue.ack([entry.entry_id])
+        with self._lock:
+            self.in_hand.pop(entry.entry_id, None)
 
     def _fetch_count(self) -> int:
         # Do not hoard slow tasks that idle workers elsewhere could take.
@@ -188,14 +212,15 @@ class RedisWorker:
         return max(1, min(self.settings.batch, int(_FLUSH_AFTER_S / max(avg, 1e-6))))
 
     # -- runs -------------------------------------------------------------------------
-    def _run_state(self, run_id: str, task_id: str) -> RunState | None:
+    def _run_state(self, run_id: str, items: list[WorkItem]) -> RunState | None:
         state = self.runs.get(run_id)
         if state is None:
             state = self._load_run(run_id)
             if state is None:
                 return None
         self.runs.move_to_end(run_id)
-        if task_id not in state.context.graph.nodes:
+        nodes = state.context.graph.nodes
+        if any(item.task_id not in nodes for item in items):
             self._load_nodes(state)
         return state
 
@@ -232,7 +257,7 @@ class RedisWorker:
         self.nodes_loaded[state.run_id] = start + len(blobs)
 
     # -- outcomes ---------------------------------------------------------------------
-    def _record(self, completion: Completion) -> bytes:
+    def _record(self, completion: Completion) -> tuple[Any, ...]:
         value = completion.value
         if completion.ok and value is not None:
             try:
@@ -251,26 +276,32 @@ class RedisWorker:
             completion.traceback,
         )
         try:
-            return self.signer.dumps(record)
+            codec.dumps(record)
         except Exception as exc:  # noqa: BLE001 - reported as this task's failure
             err = TaskError(completion.task_id, f"its outcome could not be pickled: {exc}")
-            return self.signer.dumps(
-                (completion.seq, completion.task_id, False, None, err, None, 0.0, None)
-            )
+            return (completion.seq, completion.task_id, False, None, err, None, 0.0, None)
+        return record
+
+    def _seal(self, records: list[tuple[Any, ...]]) -> bytes:
+        return self.signer.dumps(records)
 
     def _flush(self, batch: _Batch) -> None:
         """Store results, then post completions, then acknowledge: nothing is lost between."""
         if not batch.entries:
             return
+        # One round trip, in this order on one connection: results, completions, acks.
+        pipe = self.client.pipeline(transaction=False)
         for run_id, (state, results, blobs) in batch.runs.items():
-            if results:
-                state.context.channel.update(results)
-            pipe = self.client.pipeline(transaction=True)
+            channel = state.context.channel
+            if results and isinstance(channel, RedisChannel):
+                channel.queue_update(pipe, results)
+            elif results:
+                channel.update(results)
             for blob in blobs:
                 pipe.xadd(keys.done(run_id), {b"b": blob})
             pipe.expire(keys.done(run_id), RUN_TTL_S)
-            pipe.execute()
-        self.queue.ack([e.entry_id for e in batch.entries])
+        self.queue.queue_ack(pipe, [e.entry_id for e in batch.entries])
+        pipe.execute()
         with self._lock:
             for entry in batch.entries:
                 self.in_hand.pop(entry.entry_id, None)
@@ -287,14 +318,15 @@ class RedisWorker:
         deliveries = entry.deliveries - 1
         reason = f"delivered {deliveries} times; its workers kept dying"
         try:
-            seq, task_id = self.signer.loads(entry.blob)[:2]
+            items = [WorkItem(*raw) for raw in self.signer.loads(entry.blob)]
         except (PoisonMessage, TypeError, ValueError):
             self._dead_letter(entry, reason)
             return
-        err = WorkerLost(task_id, deliveries)
-        self._post(
-            entry.run_id, self.signer.dumps((seq, task_id, False, None, err, None, 0.0, None))
-        )
+        records = [
+            (i.seq, i.task_id, False, None, WorkerLost(i.task_id, deliveries), None, 0.0, None)
+            for i in items
+        ]
+        self._post(entry.run_id, self._seal(records))
         self._dead_letter(entry, reason)
 
     def _dead_letter(self, entry: QueueEntry, reason: str) -> None:
@@ -318,26 +350,30 @@ class RedisWorker:
     # -- leases -----------------------------------------------------------------------
     def _heartbeat(self) -> None:
         interval = self.settings.lease_ms / 3000
-        node_key = keys.node(self.settings.node_id or self.consumer)
         while not self.stopping.wait(interval):
-            with self._lock:
-                ids = list(self.in_hand)
-            try:
-                self.queue.extend_lease(self.consumer, ids)
-                pipe = self.client.pipeline(transaction=False)
-                pipe.hset(
-                    node_key,
-                    mapping={
-                        f"{self.consumer}:seen": str(time.time()),
-                        f"{self.consumer}:done": str(self.tasks_done),
-                        f"{self.consumer}:failed": str(self.tasks_failed),
-                    },
-                )
-                pipe.expire(node_key, max(5, int(interval * 3) + 1))
-                pipe.sadd(keys.nodes_index(), self.settings.node_id or self.consumer)
-                pipe.execute()
-            except redis.RedisError as exc:
-                logger.debug("worker %s: heartbeat failed: %s", self.consumer, exc)
+            self._beat(interval)
+
+    def _beat(self, interval: float) -> None:
+        """Keep the leases of entries in hand, and say this worker is alive."""
+        node_key = keys.node(self.settings.node_id or self.consumer)
+        with self._lock:
+            ids = list(self.in_hand)
+        try:
+            self.queue.extend_lease(self.consumer, ids)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(
+                node_key,
+                mapping={
+                    f"{self.consumer}:seen": str(time.time()),
+                    f"{self.consumer}:done": str(self.tasks_done),
+                    f"{self.consumer}:failed": str(self.tasks_failed),
+                },
+            )
+            pipe.expire(node_key, max(5, int(interval * 3) + 1))
+            pipe.sadd(keys.nodes_index(), self.settings.node_id or self.consumer)
+            pipe.execute()
+        except redis.RedisError as exc:
+            logger.debug("worker %s: heartbeat failed: %s", self.consumer, exc)
 
 
 def _worker_process(settings: NodeSettings, secret: bytes, index: int) -> None:

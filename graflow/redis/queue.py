@@ -111,6 +111,12 @@ class RedisTaskQueue:
         pipe.xdel(self.stream, *entry_ids)
         pipe.execute()
 
+    def queue_ack(self, pipe: Any, entry_ids: list[bytes]) -> None:
+        """Queue on ``pipe`` the acknowledgement of ``entry_ids`` (the caller executes it)."""
+        if entry_ids:
+            pipe.xack(self.stream, self.group, *entry_ids)
+            pipe.xdel(self.stream, *entry_ids)
+
     def extend_lease(self, consumer: str, entry_ids: list[bytes]) -> None:
         """Heartbeat: reset the idle time of entries this consumer is still working on."""
         if entry_ids:
