@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis
 
@@ -157,3 +161,84 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 def run_id() -> str:
     """A run id no other test uses, so tests share the server without flushing it."""
     return f"test-{uuid.uuid4().hex[:16]}"
+
+
+class RedisNode:
+    """A ``graflow supervisor --redis`` node running as a real process group."""
+
+    def __init__(self, url: str, queue: str, processes: int = 2, lease_s: float = 1.0) -> None:
+        self.url = url
+        self.queue = queue
+        self.processes = processes
+        self.lease_s = lease_s
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisNode:
+        """Start the node; returns once its workers registered with Redis."""
+        command = [
+            sys.executable, "-m", "graflow", "supervisor",
+            "--redis", self.url,
+            "--queue", self.queue,
+            "--processes", str(self.processes),
+            "--lease-s", str(self.lease_s),
+            "--grace-s", "5",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+        deadline = time.monotonic() + _START_DEADLINE_S
+        while len(self.worker_pids()) < self.processes:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                pytest.fail(f"graflow supervisor did not start: {err[-2000:]}")
+            time.sleep(0.05)
+        return self
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the node's live worker processes."""
+        if self.process is None or self.process.poll() is not None:
+            return []
+        try:
+            children = psutil.Process(self.process.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        return [c.pid for c in children if c.is_running()]
+
+    def stop(self, *, kill: bool = False) -> None:
+        """SIGTERM (drain) or SIGKILL the whole node, and wait for it."""
+        if self.process is None:
+            return
+        sig = signal.SIGKILL if kill else signal.SIGTERM
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout=_STOP_DEADLINE_S * 3)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()
+        self.process = None
+
+
+@pytest.fixture
+def redis_node(redis_server: RedisServer) -> Iterator[RedisNode]:
+    """A node of 2 worker processes serving a queue of its own on the session's Redis."""
+    if not redis_server.is_running():
+        redis_server.start()
+    node = RedisNode(redis_server.url, f"q-{uuid.uuid4().hex[:12]}").start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_redis_node(redis_server: RedisServer) -> Iterator[RedisNode]:
+    """One node for the whole session, for tests that only need some node to be there."""
+    node = RedisNode(redis_server.url, f"shared-{uuid.uuid4().hex[:12]}").start()
+    try:
+        yield node
+    finally:
+        node.stop()

@@ -1,7 +1,8 @@
 """The contract suite: the same workflows, the same results, on every backend.
 
-Each test runs through ``run_on(wf)``, parametrised over the in-process engine and the
-process pool started with fork and with spawn. Tasks are built inside the tests (closures
+Each test runs through ``run_on(wf)``, parametrised over the in-process engine, the process
+pool started with fork and with spawn, and a Redis node (a real redis-server and a real
+``graflow supervisor`` process). Tasks are built inside the tests (closures
 travel by value with cloudpickle), so nothing here depends on how a backend imports code.
 """
 
@@ -38,11 +39,16 @@ def _close_pools() -> Iterator[None]:
     _pools.clear()
 
 
-@pytest.fixture(params=["inprocess", "fork", "spawn"])
+@pytest.fixture(params=["inprocess", "fork", "spawn", "redis"])
 def run_on(request: pytest.FixtureRequest) -> Runner:
     kind = request.param
     if kind == "inprocess":
         return lambda target, **kw: graflow.run(target, processes=0, **kw)
+    if kind == "redis":
+        node = request.getfixturevalue("shared_redis_node")
+        return lambda target, **kw: graflow.run(
+            target, redis=node.url, queue=node.queue, timeout_s=60, **kw
+        )
     if kind not in _pools:
         _pools[kind] = graflow.Supervisor(2, start_method=kind)
     sup = _pools[kind]
