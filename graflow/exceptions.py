@@ -21,6 +21,7 @@ __all__ = [
     "GraphError",
     "ParallelGroupError",
     "PoisonMessage",
+    "RejectedBlob",
     "RetryLimitExceededError",
     "RunInterrupted",
     "TaskError",

@@ -8,11 +8,13 @@ it and return it later from ``wait``.
 
 from __future__ import annotations
 
+import importlib
 import os
 import queue
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from graflow.core.context import ExecutionContext, TaskExecutionContext
@@ -24,7 +26,13 @@ from graflow.exceptions import UnknownHandlerError
 if TYPE_CHECKING:
     from graflow.core.task import Executable
 
-__all__ = ["ExecutorBackend", "InProcessBackend", "run_item"]
+__all__ = [
+    "BACKEND_FACTORIES",
+    "ExecutorBackend",
+    "InProcessBackend",
+    "backend_factory",
+    "run_item",
+]
 
 
 class ExecutorBackend(Protocol):
@@ -41,6 +49,25 @@ class ExecutorBackend(Protocol):
 
     def end_run(self, scheduler: Any) -> None:
         """The run is over: release what ``start_run`` took."""
+
+
+# Backends that live in optional layers, by name (a queue backend or a group's coordination
+# backend), registered by their modules: name -> factory(context, options) -> backend.
+BACKEND_FACTORIES: dict[str, Callable[[ExecutionContext, dict[str, Any]], ExecutorBackend]] = {}
+_BACKEND_MODULES = {"redis": "graflow.redis.backend"}
+
+
+def backend_factory(
+    name: str | None,
+) -> Callable[[ExecutionContext, dict[str, Any]], ExecutorBackend] | None:
+    """The factory of the backend called ``name`` (importing its module on first use)."""
+    if not name:
+        return None
+    factory = BACKEND_FACTORIES.get(name)
+    if factory is None and name in _BACKEND_MODULES:
+        importlib.import_module(_BACKEND_MODULES[name])
+        factory = BACKEND_FACTORIES.get(name)
+    return factory
 
 
 def run_item(

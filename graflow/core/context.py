@@ -443,6 +443,9 @@ class ExecutionContext:
             self.channel.snapshot() if self.channel_backend == "memory" else None
         )
         state["_queued_ids"] = self.task_queue.to_list()
+        # A shared store (Redis) is reached again through the channel object itself, which
+        # knows its server; only an in-memory channel is rebuilt from its contents.
+        state["_channel_obj"] = None if self.channel_backend == "memory" else self.channel
         del state["channel"]
         del state["task_queue"]
         return state
@@ -450,8 +453,9 @@ class ExecutionContext:
     def __setstate__(self, state: dict[str, Any]) -> None:
         channel_data = state.pop("_channel_data", None)
         queued = state.pop("_queued_ids", [])
+        channel = state.pop("_channel_obj", None)
         self.__dict__.update(state)
-        self.channel = ChannelFactory.create_channel(
+        self.channel = channel or ChannelFactory.create_channel(
             self.channel_backend, self.session_id, **self._config
         )
         if channel_data:

@@ -28,7 +28,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from graflow.core.backend import ExecutorBackend, InProcessBackend
+from graflow.core.backend import ExecutorBackend, InProcessBackend, backend_factory
 from graflow.core.cycle import base_task_id
 from graflow.core.handler import TaskHandler, TaskResult
 from graflow.core.handlers.direct import DirectTaskHandler
@@ -37,6 +37,7 @@ from graflow.core.spec import Command, CommandKind, Completion, WorkItem
 from graflow.core.task import Executable, ParallelGroup, SequentialTask, TaskWrapper
 from graflow.core.workflow import get_current_workflow_context
 from graflow.exceptions import (
+    ConfigError,
     GraflowRuntimeError,
     GraflowWorkflowCanceledError,
     ParallelGroupError,
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
 __all__ = ["RunStats", "WorkflowEngine"]
 
 logger = logging.getLogger(__name__)
+
+_MULTI_BACKEND_SLICE_S = 0.005
 
 
 class RunStats:
@@ -82,6 +85,7 @@ class _Frame:
     """A FIFO of task ids that runs one task at a time (the root, or one group branch)."""
 
     __slots__ = (
+        "backend",
         "busy",
         "dead",
         "error",
@@ -103,6 +107,8 @@ class _Frame:
         self.timers = 0  # retries waiting out their backoff
         # Run tasks in the driver thread: the root frame, and branches of "direct" groups.
         self.inline = group is None or group.exe.execution_backend == "direct"
+        # Which backend runs this frame's tasks ("" = the run's own; else a group's, by name).
+        self.backend = ""
         self.error: GraflowRuntimeError | None = None
 
 
@@ -176,7 +182,9 @@ class _Scheduler:
         self.graph = context.graph
         self.nodes = context.graph._nodes
         self.succ = context.graph._succ
-        self.backend: ExecutorBackend = backend or InProcessBackend()
+        self.backend: ExecutorBackend = backend or self._default_backend(context)
+        self.backends: dict[str, ExecutorBackend] = {"": self.backend}
+        self.pending_by_backend: dict[str, int] = {"": 0}
         self.stats = RunStats()
         self.seq = itertools.count(1)
         self.inflight: dict[int, tuple[_Frame, WorkItem]] = {}
@@ -191,7 +199,10 @@ class _Scheduler:
         current = get_current_workflow_context()
         self.in_block = current is not None and current.graph is self.graph
         queue = getattr(context.task_queue, "ids", None)
-        if not isinstance(queue, deque):
+        if backend is None and backend_factory(context.queue_backend) is not None:
+            # A remote queue backend: the scheduler keeps the run's FIFO; tasks go remote.
+            queue = deque([context.start_node] if context.start_node else [])
+        elif not isinstance(queue, deque):
             # A queue class of its own (registered with TaskQueueFactory): the scheduler
             # takes over what it holds and keeps the run's FIFO itself.
             queue = deque()
@@ -201,6 +212,29 @@ class _Scheduler:
                     break
                 queue.append(task_id)
         self.root = _Frame(queue, None, "")
+
+    @staticmethod
+    def _default_backend(context: ExecutionContext) -> ExecutorBackend:
+        factory = backend_factory(context.queue_backend)
+        if factory is not None:
+            return factory(context, dict(context.config))
+        return InProcessBackend()
+
+    def _backend_of(self, frame: _Frame) -> ExecutorBackend:
+        key = frame.backend
+        backend = self.backends.get(key)
+        if backend is None:
+            factory = backend_factory(key)
+            if factory is None:
+                raise ConfigError(f"no execution backend named {key!r} is available")
+            options = dict(self.context.config)
+            if frame.group is not None:
+                options.update(frame.group.exe.backend_config)
+            backend = factory(self.context, options)
+            backend.start_run(self)
+            self.backends[key] = backend
+            self.pending_by_backend[key] = 0
+        return backend
 
     # -- entry points -----------------------------------------------------------------
     def run(self, start_task_id: str | None) -> Any:
@@ -212,7 +246,8 @@ class _Scheduler:
             self._loop()
         finally:
             self.stats.wall_s = time.monotonic() - self.stats.started_at
-            self.backend.end_run(self)
+            for backend in self.backends.values():
+                backend.end_run(self)
         return self.last_result
 
     def run_only(self, group: ParallelGroup) -> None:
@@ -222,11 +257,11 @@ class _Scheduler:
             self._start_group(self.root, group)
             self._loop()
         finally:
-            self.backend.end_run(self)
+            for backend in self.backends.values():
+                backend.end_run(self)
 
     # -- the loop ---------------------------------------------------------------------
     def _loop(self) -> None:
-        backend = self.backend
         while True:
             if self.ready and not self.stopped:
                 self._dispatch()
@@ -235,11 +270,25 @@ class _Scheduler:
                     break
                 self._sleep_until_timer()
                 continue
-            timeout = self._timer_timeout()
-            for completion in backend.wait(timeout):
+            for completion in self._wait(self._timer_timeout()):
                 self._apply(completion)
             if self.timers:
                 self._fire_timers()
+
+    def _wait(self, timeout: float | None) -> list[Completion]:
+        if len(self.backends) == 1:
+            return self.backend.wait(timeout)
+        busy = [k for k, n in self.pending_by_backend.items() if n > 0]
+        if len(busy) == 1:
+            return self.backends[busy[0]].wait(timeout)
+        # Tasks out on several backends: look at each in turn, briefly.
+        slice_s = (
+            _MULTI_BACKEND_SLICE_S if timeout is None else min(timeout, _MULTI_BACKEND_SLICE_S)
+        )
+        out: list[Completion] = []
+        for key in busy:
+            out.extend(self.backends[key].wait(0.0 if out else slice_s))
+        return out
 
     def _timer_timeout(self) -> float | None:
         if not self.timers:
@@ -292,7 +341,9 @@ class _Scheduler:
                 continue
             item = self._make_item(task_id, exe, frame)
             self.inflight[item.seq] = (frame, item)
-            completion = self.backend.submit(item, exe, frame.inline)
+            self.pending_by_backend[frame.backend] += 1
+            backend = self.backend if not frame.backend else self._backend_of(frame)
+            completion = backend.submit(item, exe, frame.inline)
             if completion is not None:
                 self._apply(completion)
             if self.stopped:
@@ -331,8 +382,9 @@ class _Scheduler:
         else:
             cycle = counts.get(base, 0)
         kwargs = None
+        prepare = self.prepare_kwargs if not frame.backend else self._prepares(frame)
         if (
-            self.prepare_kwargs
+            prepare
             and isinstance(exe, TaskWrapper)
             and (exe._bound_kwargs or (exe.resolve_keyword_args and exe.parameter_names()))
         ):
@@ -348,6 +400,9 @@ class _Scheduler:
             getattr(exe, "timeout_s", None),
             self.in_block and frame.group is None,
         )
+
+    def _prepares(self, frame: _Frame) -> bool:
+        return bool(getattr(self._backend_of(frame), "prepares_kwargs", False))
 
     def handler_for(self, exe: Executable) -> TaskHandler:
         """The handler that runs ``exe`` (UnknownHandlerError if not registered)."""
@@ -377,6 +432,7 @@ class _Scheduler:
             return  # a late duplicate (e.g. a redelivered task finished twice)
         frame, item = entry
         frame.busy = False
+        self.pending_by_backend[frame.backend] -= 1
         self.stats.tasks_run += 1
         if not completion.ok:
             self._on_failure(frame, item.task_id, completion.error)
@@ -514,8 +570,11 @@ class _Scheduler:
         if not run.member_ids:
             self._finish_group(run)
             return
+        kind = group.execution_backend
+        key = kind if kind is not None and backend_factory(kind) is not None else parent.backend
         for member_id in run.member_ids:
             frame = _Frame(deque((member_id,)), run, member_id)
+            frame.backend = key
             frame.waiting = True
             self.ready.append(frame)
 

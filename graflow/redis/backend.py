@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from graflow.core import codec
+from graflow.core.backend import BACKEND_FACTORIES
 from graflow.core.spec import Completion, WorkItem
 from graflow.exceptions import (
     BackendUnavailable,
@@ -29,6 +30,7 @@ from graflow.exceptions import (
     WorkflowTimeoutError,
 )
 from graflow.redis import keys
+from graflow.redis.channel import RedisChannel
 from graflow.redis.queue import RedisTaskQueue
 from graflow.redis.signing import Signer
 
@@ -243,3 +245,22 @@ class RedisBackend:
                 raise RunInterrupted(name, drained=True)
             if now >= grace_end:
                 raise RunInterrupted(name, drained=False)
+
+
+def _backend_for_context(context: Any, options: dict[str, Any]) -> RedisBackend:
+    """A RedisBackend for a run created with ``channel_backend="redis"`` (upstream style)."""
+    channel = context.channel
+    if not isinstance(channel, RedisChannel):
+        raise ConfigError(
+            "tasks that run on Redis store their results in Redis: create the run with "
+            "channel_backend='redis' (and config={'redis_client': client} or host/port/db)"
+        )
+    return RedisBackend(
+        channel.client,
+        channel.signer,
+        queue=str(options.get("queue", "default")),
+        max_deliveries=int(options.get("max_deliveries", 3)),
+    )
+
+
+BACKEND_FACTORIES["redis"] = _backend_for_context

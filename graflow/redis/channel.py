@@ -246,6 +246,16 @@ class RedisChannel(Channel):
         if kwargs:
             logger.debug("run %s: channel ignores options %s", name, sorted(kwargs))
 
+    @property
+    def client(self) -> redis.Redis:
+        """The (bytes-returning) Redis client this channel talks through."""
+        return self._client
+
+    @property
+    def signer(self) -> Signer:
+        """The signer of this channel's values."""
+        return self._signer
+
     def _attach(self, client: redis.Redis) -> None:
         """Use ``client`` and register the channel's scripts on it."""
         self._client = client

@@ -183,8 +183,10 @@ def load_secret(
 
     The default file (``default_secret_path()``) is created with 32 random bytes in hex and
     mode 0600 when missing and ``create_default`` is true; that is enough for one machine,
-    while several machines must share one secret. Raises ``ConfigError`` for a secret shorter
-    than 16 bytes, a secret file that group or others can read, or no secret at all.
+    while several machines must share one secret. Surrounding whitespace is stripped, so the
+    same text in ``GRAFLOW_SECRET`` and in a file is the same secret. Raises ``ConfigError``
+    for a secret shorter than 16 bytes, a secret file that group or others can read, or no
+    secret at all.
     """
     if secret is not None:
         raw = secret.encode() if isinstance(secret, str) else secret
