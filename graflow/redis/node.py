@@ -52,6 +52,34 @@ _RUN_CACHE = 16
 _FLUSH_AFTER_S = 0.002
 
 
+def _inline_value(completion: Completion) -> Any:
+    """The value to send with a completion: itself when small, else a StoredValue marker."""
+    value = completion.value
+    if not completion.ok or value is None or isinstance(value, bool | int | float):
+        return value
+    size = len(value) if isinstance(value, bytes | bytearray | str) else None
+    if size is None:
+        nbytes = getattr(value, "nbytes", None)
+        size = nbytes if isinstance(nbytes, int) else None
+    if size is None:
+        try:
+            size = len(codec.dumps(value))
+        except Exception:  # noqa: BLE001 - the channel holds it; send the marker
+            size = _INLINE_MAX_BYTES + 1
+    return value if size <= _INLINE_MAX_BYTES else StoredValue(completion.task_id)
+
+
+def _portable_record(record: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``record`` if it pickles, else a failed record with a TaskError that says why."""
+    try:
+        codec.dumps(record)
+        return record
+    except Exception as exc:  # noqa: BLE001 - reported as this task's failure
+        seq, task_id = record[0], record[1]
+        err = TaskError(task_id, f"its outcome could not be pickled: {exc}")
+        return (seq, task_id, False, None, err, None, 0.0, None)
+
+
 class _Batch:
     """Outcomes of claimed entries waiting for one round trip per run."""
 
@@ -258,32 +286,22 @@ class RedisWorker:
 
     # -- outcomes ---------------------------------------------------------------------
     def _record(self, completion: Completion) -> tuple[Any, ...]:
-        value = completion.value
-        if completion.ok and value is not None:
-            try:
-                if len(codec.dumps(value)) > _INLINE_MAX_BYTES:
-                    value = StoredValue(completion.task_id)
-            except Exception:  # noqa: BLE001 - the channel holds it; send the marker
-                value = StoredValue(completion.task_id)
-        record = (
+        return (
             completion.seq,
             completion.task_id,
             completion.ok,
-            value,
+            _inline_value(completion),
             completion.error,
             completion.commands,
             completion.duration_s,
             completion.traceback,
         )
-        try:
-            codec.dumps(record)
-        except Exception as exc:  # noqa: BLE001 - reported as this task's failure
-            err = TaskError(completion.task_id, f"its outcome could not be pickled: {exc}")
-            return (completion.seq, completion.task_id, False, None, err, None, 0.0, None)
-        return record
 
     def _seal(self, records: list[tuple[Any, ...]]) -> bytes:
-        return self.signer.dumps(records)
+        try:
+            return self.signer.dumps(records)
+        except Exception:  # noqa: BLE001 - find the records that will not pickle
+            return self.signer.dumps([_portable_record(r) for r in records])
 
     def _flush(self, batch: _Batch) -> None:
         """Store results, then post completions, then acknowledge: nothing is lost between."""
