@@ -263,6 +263,9 @@ def worker_main(conn: Connection, slots: Any, settings: WorkerSettings) -> None:
     # interrupt means (drain, then stop), so workers ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # A forked worker starts in the forking thread's context: forget any workflow block
+    # the driver was in (items that need one say so and get the run's own).
+    clear_workflow_context()
     # A forked worker holds copies of the supervisor's pipe ends, its own among them: were
     # they left open, its pipe would never reach EOF when the driver dies, and it would wait
     # forever for the next message.

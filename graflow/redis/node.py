@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -34,7 +35,9 @@ from typing import Any
 import redis
 
 from graflow.core import codec
+from graflow.core.handler import TaskHandler
 from graflow.core.spec import Completion, WorkItem
+from graflow.core.workflow import clear_workflow_context
 from graflow.exceptions import PoisonMessage, TaskError, WorkerLost
 from graflow.redis import keys
 from graflow.redis.backend import RUN_TTL_S, StoredValue, item_tuple
@@ -117,11 +120,28 @@ class NodeSettings:
 class RedisWorker:
     """One worker process: claims entries from the queue and runs them."""
 
-    def __init__(self, settings: NodeSettings, signer: Signer, consumer: str) -> None:
+    def __init__(
+        self,
+        settings: NodeSettings,
+        signer: Signer,
+        consumer: str,
+        *,
+        client: redis.Redis | None = None,
+        handlers: Mapping[str, TaskHandler] | None = None,
+        on_completion: Callable[[Completion], None] | None = None,
+    ) -> None:
+        """A worker of ``settings.queue``; the keyword hooks serve an in-process TaskWorker.
+
+        ``client`` (bytes replies) replaces one made from ``settings.url``, ``handlers`` take
+        precedence over a run's own, and ``on_completion`` is called in this worker's thread
+        with every completion, before it is posted.
+        """
         self.settings = settings
         self.signer = signer
         self.consumer = consumer
-        self.client: Any = redis.Redis.from_url(settings.url)
+        self.client: Any = client if client is not None else redis.Redis.from_url(settings.url)
+        self.handler_overrides = dict(handlers or {})
+        self.on_completion = on_completion
         self.queue = RedisTaskQueue(
             self.client,
             settings.queue,
@@ -218,6 +238,8 @@ class RedisWorker:
         for item in items:
             started = time.perf_counter()
             completion = state.run(item)
+            if self.on_completion is not None:
+                self.on_completion(completion)
             elapsed = time.perf_counter() - started
             avg = self.avg_task_s
             self.avg_task_s = elapsed if avg is None else 0.8 * avg + 0.2 * elapsed
@@ -263,6 +285,7 @@ class RedisWorker:
             logger.error("run %s: its graph does not verify (%s)", run_id, exc)
             return None
         channel = RedisChannel(run_id, redis_client=self.client, signer=self.signer)
+        handlers = {**handlers, **self.handler_overrides}
         state = RunState(run_id, graph, handlers, channel, store_results=True)
         state.context.defer_stores = True
         self.runs[run_id] = state
@@ -396,6 +419,7 @@ class RedisWorker:
 
 def _worker_process(settings: NodeSettings, secret: bytes, index: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    clear_workflow_context()
     worker = RedisWorker(settings, Signer(secret), f"{settings.node_id}:{index}")
 
     def on_term(signum: int, frame: FrameType | None) -> None:
