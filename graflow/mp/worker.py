@@ -32,6 +32,7 @@ import psutil
 from graflow.channels.base import Channel
 from graflow.core.spec import Completion, WorkItem
 from graflow.core.task import Executable
+from graflow.core.workflow import clear_workflow_context
 from graflow.exceptions import TaskError
 from graflow.mp import pipe, shm
 from graflow.mp.pipe import Msg
