@@ -41,13 +41,20 @@ class Msg(IntEnum):
     RETIRING = 12  # (RETIRING, reason)
 
 
+_BUFFERS = (bytes, bytearray, memoryview)
+_SCALARS = (int, float, str, bool, type(None))
+_SEQUENCES = (tuple, list)
+
+
 def _has_large_buffer(obj: Any, threshold_bytes: int, budget: list[int], depth: int) -> bool:
     """True if ``obj`` visibly holds a bytes-like value or array of ``threshold_bytes``+."""
-    if isinstance(obj, bytes | bytearray | memoryview):
+    if isinstance(obj, _SCALARS):
+        return False
+    if isinstance(obj, _BUFFERS):
         return len(obj) >= threshold_bytes
     if depth == 0:
         return False
-    if isinstance(obj, tuple | list):
+    if isinstance(obj, _SEQUENCES):
         items: Any = obj
     elif isinstance(obj, dict):
         items = obj.values()
@@ -55,6 +62,8 @@ def _has_large_buffer(obj: Any, threshold_bytes: int, budget: list[int], depth: 
         nbytes = getattr(obj, "nbytes", None) if type(obj).__module__ == "numpy" else None
         return isinstance(nbytes, int) and nbytes >= threshold_bytes
     for item in items:
+        if isinstance(item, _SCALARS):
+            continue
         budget[0] -= 1
         if budget[0] < 0:
             return False
@@ -68,7 +77,7 @@ def dumps(obj: Any, threshold_bytes: int) -> bytes:
     # A visible large buffer goes straight to shared memory: pickling it in band first
     # would copy it once more for nothing.
     data = b""
-    if not _has_large_buffer(obj, threshold_bytes, [256], 5):
+    if not _has_large_buffer(obj, threshold_bytes, [32], 4):
         data = codec.dumps(obj)
         if len(data) < threshold_bytes:
             return _PLAIN + data
