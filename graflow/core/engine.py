@@ -26,6 +26,7 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from graflow.core.backend import ExecutorBackend, InProcessBackend, backend_factory
@@ -136,6 +137,10 @@ class WorkflowEngine:
     def __init__(self, backend: ExecutorBackend | None = None) -> None:
         self._handlers: dict[str, TaskHandler] = {"direct": DirectTaskHandler()}
         self._backend = backend
+        self.on_progress: Callable[[dict[str, Any]], None] | None = None
+        """Called in the driver with a run's counters (run_id, done, failed, retries, running,
+        queued) at most every ``progress_interval_s``, between scheduling steps."""
+        self.progress_interval_s = 0.1
 
     def register_handler(self, handler_type: str, handler: TaskHandler) -> None:
         """Make ``handler`` run the tasks declared with ``@task(handler=handler_type)``."""
@@ -195,13 +200,16 @@ class _Scheduler:
         # Executables added at run time, in order (remote backends ship them to workers).
         self.dynamic_nodes: list[Executable] = []
         self.configured: set[str] = set()  # tasks whose own cycle/retry settings are applied
+        self.on_progress = engine.on_progress
+        self.next_progress = 0.0
         self.prepare_kwargs = bool(getattr(self.backend, "prepares_kwargs", False))
         current = get_current_workflow_context()
         self.in_block = current is not None and current.graph is self.graph
         queue = getattr(context.task_queue, "ids", None)
         if backend is None and backend_factory(context.queue_backend) is not None:
             # A remote queue backend: the scheduler keeps the run's FIFO; tasks go remote.
-            queue = deque([context.start_node] if context.start_node else [])
+            start = context.start_node
+            queue = deque([start] if start and context.graph.has_node(start) else [])
         elif not isinstance(queue, deque):
             # A queue class of its own (registered with TaskQueueFactory): the scheduler
             # takes over what it holds and keeps the run's FIFO itself.
@@ -265,6 +273,8 @@ class _Scheduler:
         while True:
             if self.ready and not self.stopped:
                 self._dispatch()
+            if self.on_progress is not None:
+                self._report_progress(self.on_progress)
             if not self.inflight:
                 if self.stopped or not self.timers:
                     break
@@ -274,6 +284,23 @@ class _Scheduler:
                 self._apply(completion)
             if self.timers:
                 self._fire_timers()
+
+    def _report_progress(self, report: Callable[[dict[str, Any]], None]) -> None:
+        now = time.monotonic()
+        if now < self.next_progress:
+            return
+        self.next_progress = now + self.engine.progress_interval_s
+        stats = self.stats
+        report(
+            {
+                "run_id": self.context.session_id,
+                "done": stats.tasks_run - stats.failures,
+                "failed": stats.failures,
+                "retries": stats.retries,
+                "running": len(self.inflight),
+                "queued": sum(len(f.queue) for f in self.ready) + len(self.timers),
+            }
+        )
 
     def _wait(self, timeout: float | None) -> list[Completion]:
         if len(self.backends) == 1:
@@ -435,7 +462,7 @@ class _Scheduler:
         self.pending_by_backend[frame.backend] -= 1
         self.stats.tasks_run += 1
         if not completion.ok:
-            self._on_failure(frame, item.task_id, completion.error)
+            self._on_failure(frame, item.task_id, completion.error, completion.traceback)
             return
         if not completion.stored:
             self.context.set_result(item.task_id, completion.value)
@@ -519,7 +546,9 @@ class _Scheduler:
             self._end_branch(frame)
 
     # -- failures and retries ---------------------------------------------------------
-    def _on_failure(self, frame: _Frame, task_id: str, error: BaseException | None) -> None:
+    def _on_failure(
+        self, frame: _Frame, task_id: str, error: BaseException | None, tb: str | None = None
+    ) -> None:
         rc = self.context.retry_controller
         err: BaseException = error if error is not None else GraflowRuntimeError("task failed")
         self.stats.failures += 1
@@ -552,6 +581,10 @@ class _Scheduler:
             )
         else:
             failure = as_runtime_error(err)
+        if failure.task_id is None:  # name the failing task for reports (graflow run)
+            failure.task_id = task_id
+        if failure.remote_traceback is None:
+            failure.remote_traceback = tb
         self._fail_frame(frame, failure)
 
     def _fail_frame(self, frame: _Frame, error: GraflowRuntimeError) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,9 @@ class TaskQueueFactory:
     """Builds the task queue of a run from a backend name."""
 
     _backends: dict[str, type[TaskQueue]] = {"in_memory": LocalTaskQueue, "memory": LocalTaskQueue}
+    # Backends in optional layers register themselves when their module is imported (see
+    # graflow.channels.factory); naming the module lets a run ask for them by name first.
+    _modules: dict[str, str] = {"redis": "graflow.queue.redis"}
 
     @classmethod
     def register_backend(cls, name: str, queue_class: type[TaskQueue]) -> None:
@@ -36,8 +40,8 @@ class TaskQueueFactory:
 
     @classmethod
     def get_available_backends(cls) -> list[str]:
-        """Names of the registered backends."""
-        return sorted(cls._backends)
+        """Names of the backends: those registered, and those importable by name."""
+        return sorted(set(cls._backends) | set(cls._modules))
 
     @classmethod
     def normalize(cls, backend: QueueBackend | str | None) -> str:
@@ -45,6 +49,8 @@ class TaskQueueFactory:
         if backend is None:
             return "in_memory"
         name = (backend.value if isinstance(backend, QueueBackend) else str(backend)).lower()
+        if name not in cls._backends and name in cls._modules:
+            importlib.import_module(cls._modules[name])
         if name not in cls._backends:
             raise ConfigError(
                 f"Unsupported queue backend '{name}'. Available backends: "
