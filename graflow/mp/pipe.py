@@ -21,7 +21,7 @@ from typing import Any
 from graflow.core import codec
 from graflow.mp import shm
 
-__all__ = ["Msg", "dumps", "loads", "recv", "segments", "send"]
+__all__ = ["Msg", "Sealed", "dumps", "loads", "recv", "seal", "segments", "send"]
 
 _PLAIN = b"P"
 _SHARED = b"S"
@@ -70,6 +70,36 @@ def _has_large_buffer(obj: Any, threshold_bytes: int, budget: list[int], depth: 
         if _has_large_buffer(item, threshold_bytes, budget, depth - 1):
             return True
     return False
+
+
+_PLAIN_VALUES = (type(None), bool, int, float, str, bytes, bytearray)
+
+
+class Sealed:
+    """A value pickled on its own inside a message, so that if it cannot be rebuilt on the
+    other side only its task fails, not the whole batch it travels in."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Sealed, (self.blob,))
+
+    def open(self) -> Any:
+        """The value (raises whatever unpickling it raises)."""
+        return pickle.loads(self.blob)
+
+
+def seal(value: Any) -> Any:
+    """``value`` itself when it always unpickles (plain data, numpy), else a Sealed copy."""
+    kind = type(value)
+    if kind in _PLAIN_VALUES or kind.__module__ == "numpy":
+        return value
+    if kind in (list, tuple, dict) and len(value) == 0:
+        return value
+    return Sealed(codec.dumps(value))
 
 
 def dumps(obj: Any, threshold_bytes: int) -> bytes:

@@ -297,9 +297,11 @@ class Supervisor:
             if backend.draining is not None and signum == signal.SIGINT:
                 raise RunInterrupted(name, drained=False)
             if backend.draining is None:
-                logger.warning("%s received: finishing in-flight tasks, then stopping", name)
+                # Drain first, log after: a 2nd SIGINT landing while this handler logs runs
+                # the handler again, nested, and must find the run already draining.
                 backend.draining = (name, time.monotonic() + self.grace_s)
                 self._slots[self.processes] = 1  # workers hand back the items not started
+                logger.warning("%s received: finishing in-flight tasks, then stopping", name)
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -560,6 +562,19 @@ class ProcessBackend:
                 continue
             if isinstance(error, TaskError) and tb and error.remote_traceback is None:
                 error.remote_traceback = tb
+            if isinstance(value, pipe.Sealed):
+                try:
+                    value = value.open()
+                except Exception as exc:  # noqa: BLE001 - this task's result is unusable
+                    ok, value, error = (
+                        False,
+                        None,
+                        TaskError(
+                            task_id,
+                            f"its result could not be rebuilt in the driver: "
+                            f"{type(exc).__name__}: {exc}",
+                        ),
+                    )
             self.ready.append(
                 Completion(seq, task_id, ok, value, error, commands, duration, tb, False)
             )

@@ -146,7 +146,14 @@ def _item_from_tuple(raw: tuple[Any, ...]) -> WorkItem:
 
 
 def _completion_tuple(c: Completion) -> tuple[Any, ...]:
-    return (c.seq, c.task_id, c.ok, c.value, c.error, c.commands, c.duration_s, c.traceback)
+    entry = (c.seq, c.task_id, c.ok, None, c.error, c.commands, c.duration_s, c.traceback)
+    if not c.ok:
+        return entry
+    try:
+        value = pipe.seal(c.value)
+    except Exception as exc:  # noqa: BLE001 - reported as this task's failure
+        return _unpicklable(entry, exc)
+    return (c.seq, c.task_id, True, value, None, c.commands, c.duration_s, c.traceback)
 
 
 class Worker:
