@@ -17,6 +17,7 @@ When ``graflow.run`` is available the workflow runs on a process pool
 ``wf.execute()``.
 
 Run: python examples/word_count.py [--chunks 16] [--processes N] [--docs 5000]
+On Redis nodes: graflow run examples.word_count:build --redis redis://host:6379/0
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def top_words(ctx: TaskExecutionContext, chunk_ids: list[str], n: int) -> dict[s
     }
 
 
-def build(chunks: int, docs: int = DOCS) -> WorkflowContext:
+def build(chunks: int = 16, docs: int = DOCS) -> WorkflowContext:
     """The map-reduce workflow over ``docs`` documents split into ``chunks`` tasks."""
     if not 1 <= chunks <= docs:
         raise ValueError(f"chunks must be between 1 and {docs}, got {chunks}")

@@ -20,13 +20,29 @@ from typing import Any
 
 import cloudpickle
 
-__all__ = ["dumps", "loads"]
+__all__ = ["dumps", "loads", "register_by_value"]
+
+
+# Modules loaded from a file path (``graflow run path/to/flow.py``) exist only in the process
+# that loaded them: their code must travel by value. Kept module-wide like cloudpickle's own
+# registry, which is told too, so the functions' globals follow them.
+_BY_VALUE_MODULES: set[str] = set()
+
+
+def register_by_value(module_name: str) -> None:
+    """Pickle the functions and classes of ``module_name`` by value from now on."""
+    _BY_VALUE_MODULES.add(module_name)
+    module = sys.modules.get(module_name)
+    if module is not None:
+        cloudpickle.register_pickle_by_value(module)
 
 
 def _importable(obj: Any) -> bool:
     module_name = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
     if not module_name or not qualname or module_name == "__main__" or "<" in qualname:
+        return False
+    if module_name in _BY_VALUE_MODULES:
         return False
     target: Any = sys.modules.get(module_name)
     for part in qualname.split("."):
