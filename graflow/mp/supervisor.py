@@ -198,6 +198,8 @@ class Supervisor:
         self._closed = False
         self._lock = threading.Lock()
         self.worker_deaths = 0
+        # Segments of supervisors or workers that were killed before they could clean up.
+        shm.sweep_orphans()
         for index in range(count):
             self._handles.append(self._spawn(index))
 
