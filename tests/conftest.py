@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -172,6 +173,10 @@ class RedisNode:
         self.processes = processes
         self.lease_s = lease_s
         self.process: subprocess.Popen[bytes] | None = None
+        # A file, not a pipe: nobody reads the node's log while it runs, and a full pipe
+        # would block every worker that logs (one warning per dead letter fills it quickly).
+        # It lives as long as the node, so no `with`: stop() closes it.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115
 
     def start(self) -> RedisNode:
         """Start the node; returns once its workers registered with Redis."""
@@ -184,12 +189,13 @@ class RedisNode:
             "--grace-s", "5",
         ]  # fmt: skip
         self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            command, stdout=subprocess.DEVNULL, stderr=self.log, start_new_session=True
         )
         deadline = time.monotonic() + _START_DEADLINE_S
         while len(self.worker_pids()) < self.processes:
             if self.process.poll() is not None or time.monotonic() > deadline:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                self.log.seek(0)
+                err = self.log.read().decode(errors="replace")
                 pytest.fail(f"graflow supervisor did not start: {err[-2000:]}")
             time.sleep(0.05)
         return self
@@ -217,8 +223,7 @@ class RedisNode:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-        if self.process.stderr:
-            self.process.stderr.close()
+        self.log.close()
         self.process = None
 
 

@@ -169,11 +169,16 @@ class RedisBackend:
             return
         dynamic = self.scheduler.dynamic_nodes
         if self.nodes_sent < len(dynamic):
-            blobs = [self.signer.sign(codec.dumps(exe)) for exe in dynamic[self.nodes_sent :]]
-            pipe = self.client.pipeline(transaction=True)
-            pipe.rpush(keys.nodes(self.run_id), *blobs)
-            pipe.expire(keys.nodes(self.run_id), RUN_TTL_S)
-            self._retrying(pipe.execute)
+            nodes = [self.signer.sign(codec.dumps(exe)) for exe in dynamic[self.nodes_sent :]]
+
+            def append_nodes() -> None:
+                # A fresh pipeline per try: redis-py empties one whose execute failed.
+                pipe = self.client.pipeline(transaction=True)
+                pipe.rpush(keys.nodes(self.run_id), *nodes)
+                pipe.expire(keys.nodes(self.run_id), RUN_TTL_S)
+                pipe.execute()
+
+            self._retrying(append_nodes)
             self.nodes_sent = len(dynamic)
         pending = self.pending
         size = self._entry_size(len(pending))

@@ -26,11 +26,11 @@ import socket
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -38,21 +38,23 @@ from graflow.core import codec
 from graflow.core.handler import TaskHandler
 from graflow.core.spec import Completion, WorkItem
 from graflow.core.workflow import clear_workflow_context
-from graflow.exceptions import PoisonMessage, TaskError, WorkerLost
+from graflow.exceptions import BackendUnavailable, PoisonMessage, TaskError, WorkerLost
 from graflow.redis import keys
 from graflow.redis.backend import RUN_TTL_S, StoredValue, item_tuple
 from graflow.redis.channel import RedisChannel
 from graflow.redis.queue import QueueEntry, RedisTaskQueue
 from graflow.redis.signing import Signer
+from graflow.worker.meter import TaskMeter
 from graflow.worker.runtime import RunState
 
-__all__ = ["NodeSettings", "RedisWorker", "run_node"]
+__all__ = ["NodeObserver", "NodeSettings", "RedisWorker", "run_node"]
 
 logger = logging.getLogger(__name__)
 
 _INLINE_MAX_BYTES = 64 * 1024
 _RUN_CACHE = 16
 _FLUSH_AFTER_S = 0.002
+_RATE_WINDOW_S = 60.0  # the heartbeat's tasks/s covers about this long
 
 
 def _inline_value(completion: Completion) -> Any:
@@ -81,6 +83,10 @@ def _portable_record(record: tuple[Any, ...]) -> tuple[Any, ...]:
         seq, task_id = record[0], record[1]
         err = TaskError(task_id, f"its outcome could not be pickled: {exc}")
         return (seq, task_id, False, None, err, None, 0.0, None)
+
+
+class _UnloadableRun(Exception):
+    """Raised when a run's graph verifies but cannot be unpickled on this host."""
 
 
 class _Batch:
@@ -155,6 +161,8 @@ class RedisWorker:
         self.tasks_done = 0
         self.tasks_failed = 0
         self.dead_lettered = 0
+        self.meter = TaskMeter()  # published in the heartbeat (graflow status, metrics)
+        self._rate_marks: deque[tuple[float, int]] = deque([(time.monotonic(), 0)])
         self.avg_task_s: float | None = None
         self._lock = threading.Lock()
 
@@ -172,6 +180,9 @@ class RedisWorker:
                 if not group_ready:
                     self.queue.ensure_group()
                     group_ready = True
+                    # Redis is back: entries an outage cut short go back to the queue now
+                    # (their heartbeat keeps extending their lease, so none would expire).
+                    self._hand_back_all()
                 if time.monotonic() >= next_reclaim:
                     next_reclaim = time.monotonic() + self.settings.lease_ms / 3000
                     self._process(self.queue.reclaim(self.consumer))
@@ -229,18 +240,28 @@ class RedisWorker:
             # its worker is found and the others are not charged for it.
             self._split(entry, items)
             return
-        state = self._run_state(entry.run_id, items)
+        try:
+            state = self._run_state(entry.run_id, items)
+        except _UnloadableRun as exc:
+            self._fail_items(entry, items, f"the worker could not load the run's code: {exc}")
+            return
         if state is None:
-            self._dead_letter(entry, f"run {entry.run_id} is unknown or expired")
+            self._fail_items(entry, items, f"run {entry.run_id} is unknown or expired")
             return
         records = []
         failed = 0
         for item in items:
             started = time.perf_counter()
+            self.meter.start(item.attempt)
             completion = state.run(item)
+            if _is_outage(completion.error):
+                # Redis went away under the task: not its failure. Run it again once Redis
+                # is back (serve() hands the entry back) instead of failing the run.
+                raise redis.ConnectionError(f"task {item.task_id}: {completion.error}")
             if self.on_completion is not None:
                 self.on_completion(completion)
             elapsed = time.perf_counter() - started
+            self.meter.finish(completion.ok, elapsed)
             avg = self.avg_task_s
             self.avg_task_s = elapsed if avg is None else 0.8 * avg + 0.2 * elapsed
             records.append(self._record(completion))
@@ -284,6 +305,8 @@ class RedisWorker:
         except PoisonMessage as exc:
             logger.error("run %s: its graph does not verify (%s)", run_id, exc)
             return None
+        except Exception as exc:  # e.g. a module that this host does not have
+            raise _UnloadableRun(f"{type(exc).__name__}: {exc}") from exc
         channel = RedisChannel(run_id, redis_client=self.client, signer=self.signer)
         handlers = {**handlers, **self.handler_overrides}
         state = RunState(run_id, graph, handlers, channel, store_results=True)
@@ -370,6 +393,16 @@ class RedisWorker:
         self._post(entry.run_id, self._seal(records))
         self._dead_letter(entry, reason)
 
+    def _fail_items(self, entry: QueueEntry, items: list[WorkItem], reason: str) -> None:
+        """Tell the run its items failed (so it does not wait for them), then dead-letter."""
+        records = [
+            (i.seq, i.task_id, False, None, TaskError(i.task_id, reason), None, 0.0, None)
+            for i in items
+        ]
+        with contextlib.suppress(redis.RedisError):
+            self._post(entry.run_id, self._seal(records))
+        self._dead_letter(entry, reason)
+
     def _dead_letter(self, entry: QueueEntry, reason: str) -> None:
         self.queue.dead_letter(entry, reason)
         self.dead_lettered += 1
@@ -408,6 +441,7 @@ class RedisWorker:
                     f"{self.consumer}:seen": str(time.time()),
                     f"{self.consumer}:done": str(self.tasks_done),
                     f"{self.consumer}:failed": str(self.tasks_failed),
+                    f"{self.consumer}:stats": self._stats_json(interval),
                 },
             )
             pipe.expire(node_key, max(5, int(interval * 3) + 1))
@@ -416,6 +450,37 @@ class RedisWorker:
         except redis.RedisError as exc:
             logger.debug("worker %s: heartbeat failed: %s", self.consumer, exc)
 
+    def _stats_json(self, interval: float) -> str:
+        """The meter, with the tasks finished per second over about the last minute."""
+        now = time.monotonic()
+        marks = self._rate_marks
+        marks.append((now, self.meter.finished))
+        while len(marks) > 2 and marks[1][0] <= now - _RATE_WINDOW_S:
+            marks.popleft()
+        (since, before), finished = marks[0], marks[-1][1]
+        rate = (finished - before) / (now - since) if now > since else 0.0
+        self.meter.dead_lettered = self.dead_lettered
+        return self.meter.to_json(
+            rate_per_s=round(rate, 3), beat_s=interval, queue=self.settings.queue
+        )
+
+
+class NodeObserver(Protocol):
+    """Told about a node's life, in its supervisor's main thread (e.g. a metrics exporter)."""
+
+    def node_started(self, node_id: str) -> None:
+        """The node got its id; its workers start next."""
+
+    def worker_died(self, consumer: str, exitcode: int | None) -> None:
+        """Worker ``consumer`` exited; another starts with the same name right after."""
+
+
+def _is_outage(error: BaseException | None) -> bool:
+    """True if ``error`` (or what it wraps) says Redis was unreachable."""
+    while error is not None and not isinstance(error, BackendUnavailable):
+        error = getattr(error, "cause", None) or error.__cause__
+    return error is not None
+
 
 def _worker_process(settings: NodeSettings, secret: bytes, index: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -423,8 +488,21 @@ def _worker_process(settings: NodeSettings, secret: bytes, index: int) -> None:
     worker = RedisWorker(settings, Signer(secret), f"{settings.node_id}:{index}")
 
     def on_term(signum: int, frame: FrameType | None) -> None:
+        # Ignore further SIGTERMs first: the node's terminate() often follows a SIGTERM to
+        # the whole process group, and this handler re-entered inside Event.set() (same
+        # thread, lock held) would deadlock the worker until the node kills it.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         worker.stop()
 
+    def hand_back_at_deadline() -> None:
+        # A task still running shortly before the node's grace period ends goes back to the
+        # queue, for another node to take at once, instead of waiting out its lease.
+        worker.stopping.wait()
+        time.sleep(settings.grace_s * 0.8)
+        worker._hand_back_all()
+        os._exit(0)
+
+    threading.Thread(target=hand_back_at_deadline, name="graflow-drain", daemon=True).start()
     signal.signal(signal.SIGTERM, on_term)
     worker.serve()
 
@@ -432,9 +510,12 @@ def _worker_process(settings: NodeSettings, secret: bytes, index: int) -> None:
 class _Node:
     """The node supervisor: keeps ``processes`` worker processes alive until told to stop."""
 
-    def __init__(self, settings: NodeSettings, secret: bytes) -> None:
+    def __init__(
+        self, settings: NodeSettings, secret: bytes, observer: NodeObserver | None = None
+    ) -> None:
         self.settings = settings
         self.secret = secret
+        self.observer = observer
         self.ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self.procs: dict[int, Any] = {}
         self.stopping = threading.Event()
@@ -462,6 +543,9 @@ class _Node:
                     logger.warning(
                         "worker %d died (exit code %s); starting another", index, proc.exitcode
                     )
+                    if self.observer is not None:
+                        consumer = f"{self.settings.node_id}:{index}"
+                        self.observer.worker_died(consumer, proc.exitcode)
                     self.start(index)
 
     def drain(self) -> None:
@@ -476,10 +560,12 @@ class _Node:
                 proc.join(1.0)
 
 
-def run_node(settings: NodeSettings, secret: bytes) -> int:
+def run_node(settings: NodeSettings, secret: bytes, observer: NodeObserver | None = None) -> int:
     """Run a node in the foreground until SIGTERM/SIGINT; returns the exit code."""
     node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    node = _Node(NodeSettings(**{**settings.__dict__, "node_id": node_id}), secret)
+    node = _Node(NodeSettings(**{**settings.__dict__, "node_id": node_id}), secret, observer)
+    if observer is not None:
+        observer.node_started(node_id)
     signal.signal(signal.SIGTERM, node.on_signal)
     signal.signal(signal.SIGINT, node.on_signal)
     for index in range(settings.processes):
