@@ -1,241 +1,159 @@
 """The ``graflow`` command: argparse -> Settings -> one call; errors -> exit codes.
 
-Exit codes: 0 success, 1 the workflow failed, 2 usage or configuration error,
-3 another run holds the lock, 4 Redis unavailable, 130 interrupted.
+Exit codes: 0 success, 1 the workflow failed, 2 usage or configuration error, 3 another run
+holds the lock, 4 Redis unavailable, 128+N stopped by signal N (130 for Ctrl-C).
+The commands themselves live in ``graflow.ops`` (run, node, admin); this module only
+parses, sets up logging and output, and maps what escapes to an exit code.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import logging
-import sys
+import signal
 import time
-from collections.abc import Sequence
-from pathlib import Path
+import traceback
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from graflow.config import Settings
 from graflow.core.export import to_ascii, to_dot, to_mermaid
-from graflow.core.workflow import WorkflowContext
 from graflow.exceptions import (
     BackendUnavailable,
     ConfigError,
     GraflowError,
-    GraflowRuntimeError,
     GraphCompilationError,
+    LockHeld,
     RunInterrupted,
 )
+from graflow.ops import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+)
+from graflow.ops.console import Console
+from graflow.ops.logs import Redactor, RunTag, configure_logging, secrets_in
+from graflow.ops.report import failure_summary
+from graflow.ops.target import load_target
 
-__all__ = ["main"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_LOCKED",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "build_parser",
+    "load_target",
+    "main",
+]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_LOCKED = 3
-EXIT_UNAVAILABLE = 4
-EXIT_INTERRUPTED = 130
+Command = Callable[[argparse.Namespace, Settings, Console], int]
 
-_RUN_EXAMPLE = """example:
+_RUN_EXAMPLE = """examples:
   graflow run examples/word_count.py --processes 4
   graflow run mypkg.flows:nightly --redis redis://localhost:6379/0 --set day=2026-11-27 --json
+  */5 * * * * graflow run mypkg.flows:sync --lock sync --quiet || logger -t graflow "failed: $?"
+
+exit codes: 0 succeeded, 1 the workflow failed (task, error and hint on stderr; the
+  traceback with -v), 2 usage or configuration error, 3 --lock held by another run,
+  4 Redis unavailable, 130 interrupted (Ctrl-C), 143 SIGTERM.
+progress: on a terminal, a live line on stderr (done, queued, running, failed, rate,
+  elapsed); off with --quiet, --no-progress, or when stderr is not a terminal.
 """
-_SUPERVISOR_EXAMPLE = """example:
+_SUPERVISOR_EXAMPLE = """examples:
   graflow supervisor --redis redis://redis:6379/0 --processes 8 --queue default
+  graflow supervisor --redis redis://redis:6379/0 --metrics-port 9464   # then scrape /metrics
+
+metrics: graflow_tasks_total{queue,status=started|succeeded|failed|retried},
+  graflow_task_duration_seconds (histogram), graflow_queue_depth, graflow_tasks_in_flight,
+  graflow_dead_letters, graflow_worker_deaths_total, graflow_redis_up
 
 environment: GRAFLOW_REDIS_URL (or REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_PASSWORD),
   GRAFLOW_QUEUE, MAX_CONCURRENT_TASKS, WORKER_ID, GRAFLOW_SECRET, GRAFLOW_SECRET_FILE
 """
+_STATUS_EXAMPLE = """examples:
+  graflow status --redis redis://localhost:6379/0
+  graflow status --redis redis://localhost:6379/0 --queue default --json | jq .queues
+
+shows each queue's waiting entries (XLEN less those in flight), the tasks in flight with
+their age (XPENDING), dead letters, live nodes and workers from their heartbeats (last
+seen, done, failed, tasks/s), and run locks. Worker figures lag by up to lease/3 seconds.
+"""
+_DLQ_EXAMPLE = """examples:
+  graflow dlq list --redis redis://localhost:6379/0 --queue default
+  graflow dlq show 1732700000000-0 --redis redis://localhost:6379/0
+  graflow dlq requeue --all --redis redis://localhost:6379/0
+  graflow dlq purge --yes --redis redis://localhost:6379/0
+
+entries land in the dead-letter stream when they cannot be run: undecodable, unsigned or
+forged payloads, or tasks whose workers died --max-deliveries times.
+"""
 
 
-class UsageError(Exception):
-    """Raised for a bad command line (exit code 2)."""
-
-
-def load_target(spec: str) -> Any:
-    """The workflow named by ``module:attr``, ``file.py:attr`` or ``file.py``."""
-    path_part, _, attr = spec.partition(":")
-    if path_part.endswith(".py") or "/" in path_part:
-        path = Path(path_part)
-        if not path.is_file():
-            raise UsageError(f"TARGET {spec!r}: no such file {path_part!r}")
-        module_spec = importlib.util.spec_from_file_location(f"graflow_target_{path.stem}", path)
-        if module_spec is None or module_spec.loader is None:
-            raise UsageError(f"TARGET {spec!r}: cannot load {path_part!r}")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[module_spec.name] = module
-        sys.path.insert(0, str(path.resolve().parent))
-        module_spec.loader.exec_module(module)
-    else:
+def _at_least(minimum: float, kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
         try:
-            module = importlib.import_module(path_part)
-        except ImportError as exc:
-            raise UsageError(f"TARGET {spec!r}: cannot import {path_part!r}: {exc}") from exc
-    if attr:
-        try:
-            target = module
-            for part in attr.split("."):
-                target = getattr(target, part)
-        except AttributeError:
-            raise UsageError(f"TARGET {spec!r}: {path_part!r} has no attribute {attr!r}") from None
-        return target() if callable(target) and not hasattr(target, "graph") else target
-    found = [v for v in vars(module).values() if isinstance(v, WorkflowContext)]
-    if len(found) != 1:
-        names = [v.name for v in found]
-        raise UsageError(
-            f"TARGET {spec!r}: expected one workflow in the file, found {len(found)} {names}; "
-            "name it as FILE.py:ATTR"
-        )
-    return found[0]
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--set {pair!r}: expected KEY=VALUE")
-        try:
-            values[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key] = raw
-    return values
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    import graflow.runner as runner  # noqa: PLC0415 - the pool is only imported when used
-
-    env = Settings.from_env()
-    target = load_target(args.target)
-    started = time.time()
-    redis_url = args.redis or (env.redis_url if args.processes is None else None)
-    try:
-        result = runner.run(
-            target,
-            start=args.start,
-            processes=None if redis_url else args.processes,
-            max_steps=args.max_steps,
-            initial_channel=_parse_sets(args.set),
-            timeout_s=args.timeout_s,
-            redis=redis_url,
-            queue=args.queue or env.queue,
-            secret=env.secret,
-            secret_file=args.secret_file or env.secret_file,
-        )
-    except GraflowRuntimeError as exc:
-        _report_failure(args, exc, started)
-        return EXIT_FAILED
-    summary = {
-        "run_id": result.run_id,
-        "status": "succeeded",
-        "value": _jsonable(result.value),
-        "started_at": started,
-        "wall_s": round(time.time() - started, 6),
-        "tasks": result.stats.as_dict(),
-        "completed": len(result.completed),
-        "max_steps_reached": result.max_steps_reached,
-        "failures": [],
-    }
-    if args.json:
-        print(json.dumps(summary))
-    elif not args.quiet:
-        print(
-            f"run {result.run_id} succeeded in {summary['wall_s']:.3f} s: "
-            f"{len(result.completed)} task(s); value: {result.value!r}"
-        )
-    return EXIT_OK
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
+def _above_zero(text: str) -> float:
+    value: float = _at_least(0.0, float)(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
     return value
 
 
-def _report_failure(args: argparse.Namespace, exc: GraflowError, started: float) -> None:
-    task_id = getattr(exc, "task_id", None)
-    cause = exc.cause if exc.cause is not None else exc
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "status": "failed",
-                    "wall_s": round(time.time() - started, 6),
-                    "failures": [
-                        {"task_id": task_id, "error": str(exc), "type": type(cause).__name__}
-                    ],
-                }
-            )
-        )
-    where = f"task '{task_id}'" if task_id else "the workflow"
-    print(f"graflow: {where} failed: {exc}", file=sys.stderr)
-    print("hint: rerun with -v for the full traceback", file=sys.stderr)
-    if args.verbose:
-        logging.getLogger("graflow").exception("run failed", exc_info=exc)
+def _port(text: str) -> int:
+    value: int = _at_least(0, int)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port (0-65535), got {text!r}")
+    return value
 
 
-def _cmd_supervisor(args: argparse.Namespace) -> int:
-    from graflow.redis.node import NodeSettings, run_node  # noqa: PLC0415 - loads redis
-    from graflow.redis.signing import load_secret  # noqa: PLC0415 - loads redis
-
-    env = Settings.from_env()
-    url = args.redis or env.redis_url
-    if not url:
-        raise UsageError("--redis URL is required (or GRAFLOW_REDIS_URL / REDIS_HOST)")
-    processes = args.processes or env.processes or 1
-    settings = Settings(
-        redis_url=url,
-        queue=args.queue or env.queue,
-        processes=processes,
-        worker_id=args.node_id or env.worker_id,
-        secret=env.secret,
-        secret_file=args.secret_file or env.secret_file,
-        lease_s=args.lease_s,
-        max_deliveries=args.max_deliveries,
-        grace_s=args.grace_s,
+def _common(verbose_default: Any) -> argparse.ArgumentParser:
+    """-v and --log-json, accepted before and after the command name."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=verbose_default,
+        help="debug logs, and full tracebacks on failure",
     )
-    secret = load_secret(settings.secret, settings.secret_file)
-    from graflow.redis.producer import connect  # noqa: PLC0415 - loads redis
-
-    connect(url)
-    node = NodeSettings(
-        url=url,
-        queue=settings.queue,
-        processes=processes,
-        node_id=settings.worker_id,
-        lease_ms=int(settings.lease_s * 1000),
-        max_deliveries=settings.max_deliveries,
-        grace_s=settings.grace_s,
+    common.add_argument(
+        "--log-json",
+        action="store_true",
+        default=verbose_default,
+        help="log one JSON object per line (ts, level, logger, message, run_id, task_id)",
     )
-    return run_node(node, secret)
+    return common
 
 
-def _cmd_graph(args: argparse.Namespace) -> int:
-    target = load_target(args.target)
-    graph = target.graph if hasattr(target, "graph") else target
-    if args.format == "mermaid":
-        print(to_mermaid(graph))
-    elif args.format == "dot":
-        print(to_dot(graph))
-    else:
-        print(to_ascii(graph))
-    return EXIT_OK
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="graflow", description="Run workflows of plain Python functions."
+def _redis_options(parser: argparse.ArgumentParser, queue_help: str) -> None:
+    parser.add_argument(
+        "--redis", metavar="URL", help="redis://[user:password@]host:port/db (or GRAFLOW_REDIS_URL)"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="full tracebacks, debug logs")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--queue", metavar="NAME", help=queue_help)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
+
+def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     run = sub.add_parser(
         "run",
+        parents=[common],
         help="run a workflow",
         description="Run a workflow on a local process pool or on Redis nodes.",
         epilog=_RUN_EXAMPLE,
@@ -243,9 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("target", help="module:attr, path/to/file.py:attr or path/to/file.py")
     where = run.add_mutually_exclusive_group()
-    where.add_argument("--processes", type=int, help="local worker processes (0: in-process)")
+    where.add_argument(
+        "--processes",
+        metavar="N",
+        type=_at_least(0, int),
+        help="local worker processes (default: one per core; 0: in this process)",
+    )
     where.add_argument("--redis", metavar="URL", help="run on the nodes serving this Redis")
-    run.add_argument("--queue", help="Redis queue name (default: default)")
+    run.add_argument("--queue", metavar="NAME", help="Redis queue name (default: default)")
     run.add_argument("--start", metavar="ID", help="start task id")
     run.add_argument(
         "--set",
@@ -254,71 +177,238 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="initial channel value (JSON or plain text); repeatable",
     )
-    run.add_argument("--max-steps", type=int, default=10_000)
-    run.add_argument("--timeout-s", type=float)
+    run.add_argument("--max-steps", metavar="N", type=_at_least(1, int), default=10_000)
+    run.add_argument("--timeout-s", metavar="S", type=_above_zero, help="fail the run after S s")
+    run.add_argument(
+        "--lock",
+        metavar="NAME",
+        help="exit 3 if another run holds lock NAME (a file lock; in Redis with --redis)",
+    )
     run.add_argument("--secret-file", help="signing secret for Redis runs")
-    run.add_argument("--json", action="store_true", help="print one JSON summary")
-    run.add_argument("--quiet", action="store_true", help="print nothing on success")
-    run.set_defaults(func=_cmd_run)
+    run.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    run.add_argument("--quiet", action="store_true", help="no progress, no output on success")
+    run.add_argument("--no-progress", action="store_true", help="no live progress line")
+    _add_run_checkpoint(run)
+    run.set_defaults(handler="graflow.ops.run:run_command")
 
+
+def _add_run_checkpoint(run: argparse.ArgumentParser) -> None:
+    """``graflow run`` options of checkpoint/resume (graflow.core.checkpoint)."""
+    saved = run.add_argument_group("checkpoints (a rerun after a crash continues the run)")
+    saved.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="keep the run's progress in PATH (a file, or redis://host:port/db#name)",
+    )
+    how = saved.add_mutually_exclusive_group()
+    how.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in PATH (a finished one is not run again)",
+    )
+    how.add_argument("--fresh", action="store_true", help="start over, replacing what PATH holds")
+    saved.add_argument(
+        "--checkpoint-every-s",
+        metavar="S",
+        type=_at_least(0.0, float),
+        help="write PATH at most every S s while tasks complete (default: 60)",
+    )
+
+
+def _add_supervisor(sub: Any, common: argparse.ArgumentParser) -> None:
     sup = sub.add_parser(
         "supervisor",
+        parents=[common],
         help="serve a Redis queue with worker processes",
         description="Run one graflow node: worker processes that serve a Redis queue.",
         epilog=_SUPERVISOR_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sup.add_argument("--redis", metavar="URL", help="redis://[user:password@]host:port/db")
-    sup.add_argument("--processes", type=int, help="worker processes (default: 1)")
+    sup.add_argument("--processes", type=_at_least(1, int), help="worker processes (default: 1)")
     sup.add_argument("--queue", help="queue name (default: default)")
     sup.add_argument("--node-id", help="name of this node (default: host-pid-random)")
     sup.add_argument("--secret-file", help="file holding the signing secret shared by all hosts")
     sup.add_argument(
         "--lease-s",
-        type=float,
+        type=_above_zero,
         default=30.0,
         help="a dead worker's tasks are redelivered after this long",
     )
-    sup.add_argument("--max-deliveries", type=int, default=3)
-    sup.add_argument("--grace-s", type=float, default=10.0, help="drain time on SIGTERM")
-    sup.set_defaults(func=_cmd_supervisor)
+    sup.add_argument("--max-deliveries", type=_at_least(1, int), default=3)
+    sup.add_argument("--grace-s", type=_at_least(0.0, float), default=10.0, help="drain time")
+    sup.add_argument(
+        "--metrics-port",
+        metavar="P",
+        type=_port,
+        help="serve Prometheus metrics on this port (0: any free port, logged)",
+    )
+    sup.add_argument(
+        "--metrics-addr",
+        metavar="ADDR",
+        default="0.0.0.0",
+        help="address the metrics endpoint listens on (default: 0.0.0.0)",
+    )
+    sup.set_defaults(handler="graflow.ops.node:supervisor_command")
 
+
+def _add_status(sub: Any, common: argparse.ArgumentParser) -> None:
+    status = sub.add_parser(
+        "status",
+        parents=[common],
+        help="show queues, tasks in flight, dead letters and nodes",
+        description="Show what a Redis deployment of graflow is doing right now.",
+        epilog=_STATUS_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _redis_options(status, "only this queue (default: every queue)")
+    status.set_defaults(handler="graflow.ops.admin:status_command")
+
+
+def _add_dlq(sub: Any, common: argparse.ArgumentParser) -> None:
+    dlq = sub.add_parser(
+        "dlq",
+        parents=[common],
+        help="list, show, requeue or purge dead letters",
+        description="Look at and mend the dead-letter stream of a queue.",
+        epilog=_DLQ_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    queue_help = "queue name (default: GRAFLOW_QUEUE or default)"
+    specs = {
+        "list": ("list the oldest dead letters", "graflow dlq list --redis URL --count 20"),
+        "show": ("show one dead letter and its tasks", "graflow dlq show 1732700000000-0"),
+        "requeue": ("move dead letters back to the queue", "graflow dlq requeue --all"),
+        "purge": ("delete every dead letter of the queue", "graflow dlq purge --yes"),
+    }
+    for name, (summary, example) in specs.items():
+        action = actions.add_parser(
+            name,
+            parents=[common],
+            help=summary,
+            description=summary + ".",
+            epilog=f"example:\n  {example} --redis redis://localhost:6379/0",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _redis_options(action, queue_help)
+        action.set_defaults(handler="graflow.ops.admin:dlq_command")
+    action_parsers = actions.choices
+    action_parsers["list"].add_argument("--count", type=_at_least(1, int), default=50)
+    action_parsers["show"].add_argument("id", metavar="ID", help="dead-letter entry id")
+    action_parsers["show"].add_argument("--secret-file", help="secret to decode the payload")
+    action_parsers["requeue"].add_argument("ids", metavar="ID", nargs="*")
+    action_parsers["requeue"].add_argument("--all", action="store_true", help="every entry")
+    action_parsers["purge"].add_argument("--yes", action="store_true", help="really purge")
+
+
+def _graph_command(args: argparse.Namespace, env: Settings, console: Console) -> int:
+    target = load_target(args.target)
+    graph = target.graph if hasattr(target, "graph") else target
+    if args.format == "mermaid":
+        console.say(to_mermaid(graph))
+    elif args.format == "dot":
+        console.say(to_dot(graph))
+    else:
+        console.say(to_ascii(graph))
+    return EXIT_OK
+
+
+def _add_graph(sub: Any, common: argparse.ArgumentParser) -> None:
     graph = sub.add_parser(
         "graph",
+        parents=[common],
         help="print a workflow's graph",
         description="Print a workflow's graph as Mermaid, DOT or text.",
         epilog="example:\n  graflow graph examples/pipeline.py --format mermaid",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    graph.add_argument("target")
+    graph.add_argument("target", help="module:attr, path/to/file.py:attr or path/to/file.py")
     graph.add_argument("--format", choices=("mermaid", "dot", "text"), default="mermaid")
-    graph.set_defaults(func=_cmd_graph)
+    graph.set_defaults(handler=_graph_command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="graflow",
+        parents=[_common(False)],
+        description="Run workflows of plain Python functions.",
+        epilog="run 'graflow COMMAND --help' for a command's options and an example",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common(argparse.SUPPRESS)  # after the command name: same flags, no reset
+    for add in (_add_run, _add_supervisor, _add_status, _add_dlq, _add_graph):
+        add(sub, common)
     return parser
+
+
+def _console(args: argparse.Namespace) -> Console:
+    tag = RunTag()
+    redact = Redactor(secrets_in(getattr(args, "redis", None), None))
+    level = logging.INFO
+    if args.verbose:
+        level = logging.DEBUG
+    elif getattr(args, "quiet", False):
+        level = logging.WARNING
+    handler = configure_logging(level=level, json_lines=args.log_json, redact=redact, tag=tag)
+    return Console(redact, tag, log_json=args.log_json, verbose=args.verbose, log_handler=handler)
+
+
+def _command(handler: Command | str) -> Command:
+    """The function of a command; named ones are imported only when run (the pool, Redis and
+    prometheus_client take half a second to import, which --help and graph do not need)."""
+    if not isinstance(handler, str):
+        return handler
+    module, _, name = handler.partition(":")
+    command: Command = getattr(importlib.import_module(module), name)
+    return command
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, ConfigError | GraphCompilationError):
+        return EXIT_USAGE
+    if isinstance(exc, LockHeld):
+        return EXIT_LOCKED
+    if isinstance(exc, BackendUnavailable):
+        return EXIT_UNAVAILABLE
+    if isinstance(exc, RunInterrupted):
+        return 128 + signal.Signals[exc.signal_name].value
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED
+
+
+_STATUS_OF_EXIT = {
+    EXIT_FAILED: "failed",
+    EXIT_USAGE: "error",
+    EXIT_LOCKED: "locked",
+    EXIT_UNAVAILABLE: "unavailable",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``graflow`` command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
-        return int(args.func(args))
-    except UsageError as exc:
-        parser.error(str(exc))
-    except (ConfigError, GraphCompilationError) as exc:
-        print(f"graflow: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except BackendUnavailable as exc:
-        print(f"graflow: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except RunInterrupted as exc:
-        print(f"graflow: {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print("graflow: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return EXIT_USAGE
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 0 after --help, 2 for a bad command line
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    console = _console(args)
+    try:
+        env = Settings.from_env()
+        console.redact.add(secrets_in(env.redis_url, env.secret))
+        return int(_command(args.handler)(args, env, console))
+    except (GraflowError, KeyboardInterrupt) as exc:
+        code = _exit_code(exc)
+        message = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        hint = "rerun with -v for the traceback" if code == EXIT_FAILED else None
+        details = None
+        if args.verbose and code == EXIT_FAILED:
+            details = "".join(traceback.format_exception(exc)).rstrip()
+        console.fail(message, hint=hint, details=details)
+        if args.command == "run" and args.json:  # stopped before the run command took over
+            status = _STATUS_OF_EXIT.get(code, "interrupted")
+            summary = failure_summary(status, code, exc, None, time.time(), {})
+            console.say(json.dumps(summary, default=str))
+        return code

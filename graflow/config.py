@@ -36,6 +36,8 @@ class Settings:
     lease_s: float = 30.0
     max_deliveries: int = 3
     grace_s: float = 10.0
+    runtime_dir: str | None = None
+    """Where per-user runtime files (run locks) go: ``$XDG_RUNTIME_DIR`` when set."""
 
     def __post_init__(self) -> None:
         if self.processes is not None and self.processes < 1:
@@ -73,6 +75,7 @@ class Settings:
             mode=env.get("GRAFLOW_MODE") or "worker",
             secret=env.get("GRAFLOW_SECRET") or None,
             secret_file=env.get("GRAFLOW_SECRET_FILE") or None,
+            runtime_dir=env.get("XDG_RUNTIME_DIR") or None,
         )
 
     def __repr__(self) -> str:

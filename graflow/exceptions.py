@@ -11,14 +11,19 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "BarrierTimeout",
+    "CheckpointError",
+    "CheckpointVersionError",
     "ConfigError",
+    "CorruptCheckpoint",
     "CycleLimitExceededError",
     "DuplicateTaskError",
+    "ForeignCheckpoint",
     "GraflowError",
     "GraflowRuntimeError",
     "GraflowWorkflowCanceledError",
     "GraphCompilationError",
     "GraphError",
+    "LockHeld",
     "ParallelGroupError",
     "PoisonMessage",
     "RejectedBlob",
@@ -26,6 +31,7 @@ __all__ = [
     "RunInterrupted",
     "TaskError",
     "TaskTimeoutError",
+    "TruncatedCheckpoint",
     "UnknownHandlerError",
     "UnknownTaskError",
     "WorkerLost",
@@ -63,6 +69,11 @@ def _rebuild_error(
 
 class GraflowRuntimeError(GraflowError):
     """Raised when a workflow fails while it runs."""
+
+    task_id: str | None = None
+    """The task whose failure failed the run, when one did (set by the scheduler)."""
+    remote_traceback: str | None = None
+    """The formatted traceback of that task's error, from the process that ran it."""
 
 
 class CycleLimitExceededError(GraflowRuntimeError):
@@ -193,6 +204,15 @@ class GraflowWorkflowCanceledError(GraflowRuntimeError):
         self.reason = message
 
 
+class LockHeld(GraflowError):
+    """Raised when another run holds the lock a run asked for (``graflow run --lock``)."""
+
+    def __init__(self, name: str, holder: str) -> None:
+        super().__init__(f"lock {name!r} is held by another run ({holder})")
+        self.name = name
+        self.holder = holder
+
+
 class GraphCompilationError(GraflowError):
     """Raised when a graph is malformed, before anything runs."""
 
@@ -236,6 +256,42 @@ class UnknownHandlerError(ConfigError, ValueError):
             self, f"Unknown handler type: {handler_type}. Supported: {', '.join(sorted(known))}"
         )
         self.handler_type = handler_type
+
+
+class CheckpointError(ConfigError):
+    """Raised when a checkpoint cannot be written, read or resumed; ``path`` names it.
+
+    A ConfigError: what it asks for is a change of the checkpoint location or option
+    (another path, ``fresh=True``), and the command line reports it as a usage error.
+    """
+
+    def __init__(self, path: str, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(f"checkpoint {path}: {message}", cause=cause)
+        self.path = path
+
+
+class CorruptCheckpoint(CheckpointError):
+    """Raised when a checkpoint's bytes are damaged (bad header, checksum or content)."""
+
+
+class TruncatedCheckpoint(CorruptCheckpoint):
+    """Raised when a checkpoint is shorter than its header says (a torn or cut-off copy)."""
+
+
+class ForeignCheckpoint(CheckpointError):
+    """Raised when a file is not a graflow checkpoint, or is the checkpoint of another workflow."""
+
+
+class CheckpointVersionError(CheckpointError):
+    """Raised when a checkpoint was written in a format version this graflow cannot read."""
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        super().__init__(
+            path,
+            f"format version {found} is not supported (this graflow reads version {supported})",
+        )
+        self.found = found
+        self.supported = supported
 
 
 class BackendError(GraflowError):

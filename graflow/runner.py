@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from graflow.channels.base import Channel
+from graflow.core.checkpoint import Checkpointer
 from graflow.core.context import ExecutionContext
 from graflow.core.engine import RunStats, WorkflowEngine
 from graflow.core.graph import TaskGraph
@@ -13,9 +16,12 @@ from graflow.core.task import Executable, ParallelGroup, SequentialTask
 from graflow.core.workflow import WorkflowContext
 from graflow.exceptions import ConfigError, GraphCompilationError, UnknownTaskError
 from graflow.mp.supervisor import Supervisor
+from graflow.redis.backend import StoredValue
 from graflow.redis.producer import run_on_redis
 
 __all__ = ["RunResult", "execute_run", "run"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +40,9 @@ class RunResult:
     completed: list[str] = field(default_factory=list)
     """Ids of the completed tasks, in completion order."""
     max_steps_reached: bool = False
+    already_finished: bool = False
+    """True when the run's checkpoint said it had finished: nothing ran, the result is the
+    recorded one."""
 
 
 def resolve_target(target: Any, start: str | None) -> tuple[TaskGraph, str]:
@@ -71,32 +80,128 @@ def execute_run(
     initial_channel: dict[str, Any] | None = None,
     timeout_s: float | None = None,
     engine: WorkflowEngine | None = None,
+    checkpoint: Checkpointer | str | None = None,
 ) -> RunResult:
-    """Run ``target`` on ``supervisor`` (None: in this process) and collect a RunResult."""
+    """Run ``target`` on ``supervisor`` (None: in this process) and collect a RunResult.
+
+    With ``checkpoint`` (a Checkpointer, or a path resumed if it holds this run) the run is
+    saved there, or resumed from it (see ``graflow.run``).
+    """
     graph, start_node = resolve_target(target, start)
     if max_steps < 1:
         raise ConfigError(f"max_steps must be >= 1, got {max_steps}")
     if timeout_s is not None and timeout_s <= 0:
         raise ConfigError(f"timeout_s must be > 0, got {timeout_s}")
-    context = ExecutionContext.create(graph, start_node, max_steps=max_steps)
-    if initial_channel:
-        context.channel.update(initial_channel)
+    checkpoint = _bound(checkpoint, graph, start_node, _name_of(target))
+    if checkpoint is not None and checkpoint.status == "finished":
+        return _finished_result(checkpoint)
+    context = _new_context(graph, start_node, max_steps, initial_channel, checkpoint)
     handlers = engine.handlers if engine is not None else None
+    progress = engine.on_progress if engine is not None else None
     if supervisor is None:
         if timeout_s is not None:
             raise ConfigError("timeout_s needs worker processes (processes >= 1)")
         run_engine = WorkflowEngine()
         if handlers:
             run_engine.handlers.update(handlers)
-        value, stats = run_engine.run(context)
+        run_engine.on_progress = progress
+        value, stats = run_engine.run(context, checkpointer=checkpoint)
     else:
         backend = supervisor.backend(timeout_s)
         run_engine = WorkflowEngine(backend)
         if handlers:
             run_engine.handlers.update(handlers)
+        run_engine.on_progress = progress
         with supervisor.signals_drain(backend):
-            value, stats = run_engine.run(context)
+            value, stats = run_engine.run(context, checkpointer=checkpoint)
     return _collect(context, value, stats)
+
+
+def _new_context(
+    graph: TaskGraph,
+    start_node: str,
+    max_steps: int,
+    initial_channel: dict[str, Any] | None,
+    checkpoint: Checkpointer | None,
+) -> ExecutionContext:
+    """A new run's context, or the context of the run saved in ``checkpoint``."""
+    run_id = checkpoint.run_id if checkpoint is not None else None
+    context = ExecutionContext.create(graph, start_node, max_steps=max_steps, session_id=run_id)
+    if checkpoint is not None and checkpoint.saved is not None:
+        checkpoint.restore(context)
+    elif initial_channel:
+        context.channel.update(initial_channel)
+    return context
+
+
+def _bound(
+    checkpoint: Checkpointer | str | None, graph: TaskGraph, start_node: str, name: str
+) -> Checkpointer | None:
+    """``checkpoint`` as a Checkpointer that has read its store for this run."""
+    if isinstance(checkpoint, str):
+        checkpoint = Checkpointer.open(checkpoint)
+    if checkpoint is not None and not checkpoint.bound:
+        checkpoint.bind(graph, start_node, name)
+    return checkpoint
+
+
+def _name_of(target: Any) -> str:
+    return target.name if isinstance(target, WorkflowContext) else ""
+
+
+def _open_checkpoint(
+    target: Any,
+    start: str | None,
+    location: str | None,
+    every_s: float | None,
+    resume: bool | None,
+    fresh: bool,
+    options: dict[str, Any],
+) -> Checkpointer | None:
+    """The bound Checkpointer of ``graflow.run(checkpoint=...)``, or None without one."""
+    if location is None:
+        if every_s is not None or fresh or resume is not None:
+            raise ConfigError("checkpoint_every_s, resume and fresh need checkpoint=PATH")
+        return None
+    if resume and fresh:
+        raise ConfigError("resume and fresh exclude each other")
+    graph, start_node = resolve_target(target, start)
+    checkpointer = Checkpointer.open(
+        location, every_s=every_s, resume=resume is not False, fresh=fresh, options=options
+    )
+    checkpointer.bind(graph, start_node, _name_of(target))
+    return checkpointer
+
+
+def _finished_result(checkpointer: Checkpointer) -> RunResult:
+    """The RunResult recorded by the checkpoint of a finished run (nothing runs again)."""
+    assert checkpointer.saved is not None
+    state = checkpointer.saved.state
+    payload = checkpointer.payload()
+    stored = payload["channel"]
+    channel = stored.snapshot() if isinstance(stored, Channel) else dict(stored or {})
+    value = payload["value"]
+    if isinstance(value, StoredValue):
+        value = channel.get(f"{value.task_id}.__result__")
+    completed = [str(t) for t in state["completed_tasks"]]
+    logger.info(
+        "checkpoint %s: run %s already finished; nothing to do (fresh=True or --fresh "
+        "runs it again)",
+        checkpointer.location,
+        checkpointer.run_id,
+    )
+    stats = RunStats()
+    stats.started_at = 0.0
+    return RunResult(
+        value=value,
+        results={t: channel[f"{t}.__result__"] for t in completed if f"{t}.__result__" in channel},
+        channel=channel,
+        stats=stats,
+        run_id=str(checkpointer.run_id),
+        completed=completed,
+        max_steps_reached=bool(state.get("max_steps_reached", False)),
+        already_finished=True,
+    )
 
 
 def _collect(context: ExecutionContext, value: Any, stats: RunStats) -> RunResult:
@@ -131,6 +236,10 @@ def run(
     queue: str = "default",
     secret: str | bytes | None = None,
     secret_file: str | None = None,
+    checkpoint: str | None = None,
+    checkpoint_every_s: float | None = None,
+    resume: bool | None = None,
+    fresh: bool = False,
 ) -> RunResult:
     """Run a workflow on a pool of ``processes`` worker processes and return its RunResult.
 
@@ -141,9 +250,23 @@ def run(
     (default: a per-user secret file, fine on one host).
     Raises what ``wf.execute()`` raises when a task fails. ``engine`` lends its registered
     task handlers to the run.
+
+    ``checkpoint`` (a file path, or ``redis://host:port/db#name``) keeps the run's progress:
+    written when the run starts, after a completion once ``checkpoint_every_s`` (default 60)
+    passed since the last write, when a task calls ``ctx.checkpoint()``, and when the run
+    ends. If it already holds this workflow's run, ``resume`` (default True) continues that run
+    (tasks in flight at the checkpoint run again) or, if it finished, returns its recorded
+    result without running anything (``already_finished``); ``resume=False`` refuses with a
+    CheckpointError. ``fresh=True`` starts over whatever it holds.
     """
     if processes is not None and processes < 0:
         raise ConfigError(f"processes must be >= 0, got {processes}")
+    options = {"secret": secret, "secret_file": secret_file}
+    checkpointer = _open_checkpoint(
+        target, start, checkpoint, checkpoint_every_s, resume, fresh, options
+    )
+    if checkpointer is not None and checkpointer.status == "finished":
+        return _finished_result(checkpointer)
     if redis is not None:
         if processes is not None or start_method is not None:
             raise ConfigError(
@@ -162,6 +285,7 @@ def run(
             initial_channel=initial_channel,
             timeout_s=timeout_s,
             engine=engine,
+            checkpointer=checkpointer,
         )
         return _collect(context, value, stats)
     if processes == 0:
@@ -175,6 +299,7 @@ def run(
             initial_channel=initial_channel,
             timeout_s=timeout_s,
             engine=engine,
+            checkpoint=checkpointer,
         )
     count = processes if processes is not None else (os.cpu_count() or 1)
     try:
@@ -190,4 +315,5 @@ def run(
             initial_channel=initial_channel,
             timeout_s=timeout_s,
             engine=engine,
+            checkpoint=checkpointer,
         )

@@ -26,7 +26,7 @@ from graflow.core.cycle import CycleController, base_task_id
 from graflow.core.graph import TaskGraph
 from graflow.core.retry import RetryController
 from graflow.core.scope import current_task_context
-from graflow.core.spec import Command, CommandKind
+from graflow.core.spec import CheckpointRequest, Command, CommandKind
 from graflow.core.task import Executable, ParallelGroup, SequentialTask, Task, TaskWrapper
 from graflow.exceptions import CycleLimitExceededError, GraflowRuntimeError
 from graflow.queue.base import TaskQueue, TaskSpec
@@ -171,6 +171,44 @@ class TaskExecutionContext:
         """Abort the run once this task returns: the run raises GraflowWorkflowCanceledError."""
         self.commands.append(Command(CommandKind.CANCEL, message=message))
 
+    def checkpoint(
+        self,
+        metadata: dict[str, Any] | None = None,
+        *,
+        path: str | None = None,
+        deferred: bool = True,
+    ) -> tuple[str, Any] | None:
+        """Save the run so that it can be resumed (see ``graflow.core.checkpoint``).
+
+        Deferred (the default): the engine writes the checkpoint once this task finished and
+        its successors are queued; returns None. Immediate (``deferred=False``): the checkpoint
+        shows the run while this task runs, so a resume runs it again; returns
+        ``(pkl_path, CheckpointMetadata)`` when the task runs in the driver's scheduler thread,
+        else (worker processes, parallel branch threads) it is written when this task's
+        completion arrives and None is returned. Without ``path`` the run's own checkpoint
+        (``graflow.run(checkpoint=...)``) is written, or else upstream's three files under
+        ``checkpoints/<session_id>/``.
+        """
+        meta = dict(metadata or {})
+        meta.update(
+            task_id=self.task_id,
+            cycle_count=self.cycle_count,
+            elapsed_time=self.elapsed_time(),
+            mode="deferred" if deferred else "immediate",
+        )
+        request = CheckpointRequest(meta, path, immediate=not deferred)
+        context = self.execution_context
+        scheduler = getattr(context, "_scheduler", None)
+        if not deferred and scheduler is not None and scheduler.owns_thread():
+            result: tuple[str, Any] = scheduler.checkpoint_now(request)
+            return result
+        if deferred:
+            context.checkpoint_requested = True
+            context.checkpoint_metadata = meta
+            context._checkpoint_path = path
+        self.commands.append(Command(CommandKind.CHECKPOINT, metadata=request))
+        return None
+
     def __str__(self) -> str:
         return f"TaskExecutionContext(task_id={self.task_id}, cycle_count={self.cycle_count})"
 
@@ -221,6 +259,11 @@ class ExecutionContext:
         self.checkpoint_metadata: dict[str, Any] = {}
         self.last_checkpoint_path: str | None = None
         self.checkpoint_requested = False
+        self._checkpoint_path: str | None = None
+        # While a scheduler runs this context (immediate checkpoints and live state need it).
+        self._scheduler: Any = None
+        # Parallel groups that were in progress when the checkpoint this run resumes was taken.
+        self._resume_groups: dict[str, Any] | None = None
         self.max_steps_reached = False
         self._goto_called = False
         self._terminate_called = False
@@ -249,8 +292,13 @@ class ExecutionContext:
         llm_client: Any = None,
         prompt_manager: Any = None,
         queue_backend: QueueBackend | str | None = None,
+        session_id: str | None = None,
     ) -> ExecutionContext:
-        """A new run over ``graph``; without ``start_node`` the first root is taken."""
+        """A new run over ``graph``; without ``start_node`` the first root is taken.
+
+        ``session_id`` (graflow's addition) names the run, e.g. to resume one whose channel
+        lives in Redis.
+        """
         if start_node is None:
             roots = graph.get_start_nodes()
             start_node = roots[0] if roots else None
@@ -266,6 +314,7 @@ class ExecutionContext:
             llm_client=llm_client,
             prompt_manager=prompt_manager,
             queue_backend=queue_backend,
+            session_id=session_id,
         )
 
     # -- properties -------------------------------------------------------------------
@@ -435,10 +484,77 @@ class ExecutionContext:
         """``cancel_workflow`` of the task running in this thread."""
         self._require_task_context("cancel_workflow").cancel_workflow(message)
 
+    # -- checkpoints ------------------------------------------------------------------
+    def request_checkpoint(
+        self, metadata: dict[str, Any] | None = None, *, path: str | None = None
+    ) -> None:
+        """Ask for a checkpoint once the running task finished (see ``TaskExecutionContext``)."""
+        self.checkpoint_requested = True
+        self.checkpoint_metadata = dict(metadata or {})
+        self._checkpoint_path = path
+        task_ctx = self.current_task_context
+        if task_ctx is not None:
+            request = CheckpointRequest(dict(metadata or {}), path)
+            task_ctx.commands.append(Command(CommandKind.CHECKPOINT, metadata=request))
+
+    def clear_checkpoint_request(self) -> None:
+        """Forget a requested checkpoint (the engine calls this once it wrote it)."""
+        self.checkpoint_requested = False
+        self._checkpoint_path = None
+
+    def get_checkpoint_state(self) -> dict[str, Any]:
+        """The run state a checkpoint records (what ``<base>.state.json`` holds), as plain data.
+
+        While the run executes, from its scheduler's thread, this includes the work in flight
+        and the parallel groups in progress; otherwise it describes the context's queue.
+        """
+        scheduler = getattr(self, "_scheduler", None)
+        if scheduler is not None and scheduler.owns_thread():
+            state: dict[str, Any] = scheduler.checkpoint_state()
+            return state
+        return self.base_checkpoint_state()
+
+    def base_checkpoint_state(self, queue: list[str] | None = None) -> dict[str, Any]:
+        """The checkpoint state of this context: counters, completed tasks, and ``queue``.
+
+        ``queue`` defaults to what the context's task queue holds.
+        """
+        rc = self.retry_controller
+        queued = self.task_queue.to_list() if queue is None else queue
+        now = time.time()
+        return {
+            "schema_version": "1.0",
+            "session_id": self.session_id,
+            "trace_id": self.trace_id,
+            "start_node": self.start_node,
+            "steps": self.steps,
+            "max_steps": self.max_steps,
+            "completed_tasks": list(self.completed_tasks),
+            "cycle_counts": dict(self.cycle_controller.cycle_counts),
+            "retry_counts": dict(rc.retry_counts),
+            "last_errors": dict(rc.last_errors),
+            "backend": {"channel": self.channel_backend, "queue": str(self.queue_backend)},
+            "queue": queued,
+            "pending_tasks": [
+                {
+                    "task_id": task_id,
+                    "status": "ready",
+                    "created_at": now,
+                    "retry_count": rc.get_retry_count(task_id),
+                    "max_retries": rc.get_max_retries_for_node(task_id),
+                    "last_error": rc.get_last_error(task_id),
+                }
+                for task_id in queued
+            ],
+            "resuming_task_id": None,
+            "groups": None,
+        }
+
     # -- persistence ------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_task_stack"] = []
+        state["_scheduler"] = None
         state["_channel_data"] = (
             self.channel.snapshot() if self.channel_backend == "memory" else None
         )
@@ -454,6 +570,9 @@ class ExecutionContext:
         channel_data = state.pop("_channel_data", None)
         queued = state.pop("_queued_ids", [])
         channel = state.pop("_channel_obj", None)
+        state.setdefault("_checkpoint_path", None)
+        state.setdefault("_resume_groups", None)
+        state["_scheduler"] = None
         self.__dict__.update(state)
         self.channel = channel or ChannelFactory.create_channel(
             self.channel_backend, self.session_id, **self._config

@@ -24,17 +24,19 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from graflow.core.backend import ExecutorBackend, InProcessBackend, backend_factory
+from graflow.core.checkpoint import Checkpointer, CheckpointMetadata, run_state, write_request
 from graflow.core.cycle import base_task_id
 from graflow.core.handler import TaskHandler, TaskResult
 from graflow.core.handlers.direct import DirectTaskHandler
 from graflow.core.policy import resolve_group_policy
-from graflow.core.spec import Command, CommandKind, Completion, WorkItem
+from graflow.core.spec import CheckpointRequest, Command, CommandKind, Completion, WorkItem
 from graflow.core.task import Executable, ParallelGroup, SequentialTask, TaskWrapper
 from graflow.core.workflow import get_current_workflow_context
 from graflow.exceptions import (
@@ -158,10 +160,15 @@ class WorkflowEngine:
         return _Scheduler(self, context, self._backend).run(start_task_id)
 
     def run(
-        self, context: ExecutionContext, start_task_id: str | None = None
+        self,
+        context: ExecutionContext,
+        start_task_id: str | None = None,
+        *,
+        checkpointer: Checkpointer | None = None,
     ) -> tuple[Any, RunStats]:
-        """Like ``execute``, and also return the run's counters."""
+        """Like ``execute``, and also return the run's counters; ``checkpointer`` saves it."""
         scheduler = _Scheduler(self, context, self._backend)
+        scheduler.checkpointer = checkpointer
         return scheduler.run(start_task_id), scheduler.stats
 
     def run_group(self, context: ExecutionContext, group: ParallelGroup) -> None:
@@ -202,6 +209,9 @@ class _Scheduler:
         self.configured: set[str] = set()  # tasks whose own cycle/retry settings are applied
         self.on_progress = engine.on_progress
         self.next_progress = 0.0
+        self.checkpointer: Checkpointer | None = None
+        self.failed_task: str | None = None  # the root task whose failure ended the run
+        self.thread_id = 0
         self.prepare_kwargs = bool(getattr(self.backend, "prepares_kwargs", False))
         current = get_current_workflow_context()
         self.in_block = current is not None and current.graph is self.graph
@@ -220,6 +230,10 @@ class _Scheduler:
                     break
                 queue.append(task_id)
         self.root = _Frame(queue, None, "")
+        groups = getattr(context, "_resume_groups", None)
+        if groups:
+            context._resume_groups = None
+            self._restore_group(self.root, groups)
 
     @staticmethod
     def _default_backend(context: ExecutionContext) -> ExecutorBackend:
@@ -250,10 +264,25 @@ class _Scheduler:
             self.root.queue.appendleft(start_task_id)
         self._mark_ready(self.root)
         self.backend.start_run(self)
+        checkpointer = self.checkpointer
+        self.context._scheduler = self
+        self.thread_id = threading.get_ident()
         try:
+            if checkpointer is not None:
+                checkpointer.start(self)
             self._loop()
+            if checkpointer is not None:
+                checkpointer.finish(self)
+        except Exception as exc:
+            if checkpointer is not None:
+                checkpointer.fail(self, exc)
+            raise
         finally:
+            self.context._scheduler = None
             self.stats.wall_s = time.monotonic() - self.stats.started_at
+            if self.on_progress is not None:  # the final counters, however the run ended
+                self.next_progress = 0.0
+                self._report_progress(self.on_progress)
             for backend in self.backends.values():
                 backend.end_run(self)
         return self.last_result
@@ -481,6 +510,9 @@ class _Scheduler:
             self.context._cancel_called = True
             self._fail_frame(frame, GraflowWorkflowCanceledError(cancel.message, task_id=task_id))
             return
+        request = _checkpoint_request(commands)
+        if request is not None and request.immediate:
+            write_request(self, request, rerun=(frame, task_id))  # as if still running
         goto = False
         terminate = False
         for cmd in commands:
@@ -496,6 +528,8 @@ class _Scheduler:
             self.context._terminate_called = True
             frame.queue.clear()
         self._finish(frame, task_id, value, goto=goto or terminate, terminate=terminate)
+        if request is not None and not request.immediate:
+            write_request(self, request)  # upstream: after the successors were queued
 
     def _add_dynamic(self, cmd: Command) -> None:
         exe = cmd.executable
@@ -544,6 +578,8 @@ class _Scheduler:
             self._mark_ready(frame)
         elif not frame.busy and not frame.timers and frame.group is not None:
             self._end_branch(frame)
+        if self.checkpointer is not None:
+            self.checkpointer.tick(self)
 
     # -- failures and retries ---------------------------------------------------------
     def _on_failure(
@@ -585,6 +621,8 @@ class _Scheduler:
             failure.task_id = task_id
         if failure.remote_traceback is None:
             failure.remote_traceback = tb
+        if frame is self.root:
+            self.failed_task = task_id
         self._fail_frame(frame, failure)
 
     def _fail_frame(self, frame: _Frame, error: GraflowRuntimeError) -> None:
@@ -603,13 +641,17 @@ class _Scheduler:
         if not run.member_ids:
             self._finish_group(run)
             return
-        kind = group.execution_backend
-        key = kind if kind is not None and backend_factory(kind) is not None else parent.backend
+        key = self._branch_backend(parent, group)
         for member_id in run.member_ids:
             frame = _Frame(deque((member_id,)), run, member_id)
             frame.backend = key
             frame.waiting = True
             self.ready.append(frame)
+
+    @staticmethod
+    def _branch_backend(parent: _Frame, group: ParallelGroup) -> str:
+        kind = group.execution_backend
+        return kind if kind is not None and backend_factory(kind) is not None else parent.backend
 
     def _end_branch(self, frame: _Frame) -> None:
         run = frame.group
@@ -651,3 +693,100 @@ class _Scheduler:
             return
         self.context.set_result(group.task_id, None)
         self._finish(parent, group.task_id, None, goto=False)
+
+    # -- checkpoints (graflow.core.checkpoint) ------------------------------------------
+    def owns_thread(self) -> bool:
+        """True in the thread that runs this scheduler (where its state may be read)."""
+        return threading.get_ident() == self.thread_id
+
+    def checkpoint_now(self, request: CheckpointRequest) -> tuple[str, CheckpointMetadata]:
+        """Write the checkpoint a task asked for, from the scheduler's thread."""
+        return write_request(self, request)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The run's checkpoint state now."""
+        return run_state(self)
+
+    def pending_work(
+        self, rerun: tuple[_Frame, str] | None = None
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The work not done yet, as plain data, and the ids of the tasks in flight.
+
+        The root frame's ``{"queue": [...]}``: tasks in flight first (``rerun`` among them),
+        then the queue, then retries waiting out their backoff. A frame running a parallel
+        group also has ``"group": {"id", "finished": {member: error or None}, "branches":
+        [{"member", "queue", "group"?}]}`` for the branches not finished yet.
+        """
+        head: dict[int, list[str]] = {}
+        tail: dict[int, list[str]] = {}
+        in_flight = [(frame, item.task_id) for frame, item in self.inflight.values()]
+        if rerun is not None:
+            in_flight.append(rerun)
+        for frame, task_id in in_flight:
+            head.setdefault(id(frame), []).append(task_id)
+        for _, _, frame, task_id in sorted(self.timers, key=lambda t: (t[0], t[1])):
+            tail.setdefault(id(frame), []).append(task_id)
+        groups: dict[int, _GroupRun] = {}  # id(parent frame) -> the group it runs
+        branches: dict[int, list[_Frame]] = {}  # id(group run) -> its live branches
+        todo = [f for f, _ in in_flight] + list(self.ready) + [t[2] for t in self.timers]
+        seen: set[int] = set()
+        while todo:
+            frame = todo.pop()
+            run = frame.group
+            if id(frame) in seen or run is None:
+                continue
+            seen.add(id(frame))
+            if not frame.dead and frame.member_id not in run.outcomes:
+                branches.setdefault(id(run), []).append(frame)
+            groups[id(run.parent)] = run
+            todo.append(run.parent)
+
+        def describe(frame: _Frame) -> dict[str, Any]:
+            state: dict[str, Any] = {
+                "queue": head.get(id(frame), []) + list(frame.queue) + tail.get(id(frame), [])
+            }
+            run = groups.get(id(frame))
+            if run is not None:
+                live = sorted(
+                    branches.get(id(run), []), key=lambda f: run.member_ids.index(f.member_id)
+                )
+                state["group"] = {
+                    "id": run.exe.task_id,
+                    "finished": {m: None if e is None else str(e) for m, e in run.outcomes.items()},
+                    "branches": [{"member": b.member_id, **describe(b)} for b in live],
+                }
+            return state
+
+        return describe(self.root), [task_id for _, task_id in in_flight]
+
+    def _restore_group(self, parent: _Frame, state: dict[str, Any]) -> None:
+        """Rebuild a parallel group that was in progress at a checkpoint (``pending_work``)."""
+        group = self._lookup(str(state["id"]))
+        if not isinstance(group, ParallelGroup):
+            raise GraflowRuntimeError(f"checkpointed group {state['id']!r} is not a parallel group")
+        parent.busy = True
+        run = _GroupRun(group, parent)
+        for member, error in state["finished"].items():
+            run.outcomes[member] = None if error is None else GraflowRuntimeError(error)
+        run.pending = len(state["branches"])
+        key = self._branch_backend(parent, group)
+        for branch in state["branches"]:
+            frame = _Frame(deque(branch["queue"]), run, branch["member"])
+            frame.backend = key
+            if branch.get("group"):
+                self._restore_group(frame, branch["group"])
+            elif frame.queue:
+                frame.waiting = True
+                self.ready.append(frame)
+            else:
+                self._end_branch(frame)
+        if run.pending == 0:
+            self._finish_group(run)
+
+
+def _checkpoint_request(commands: list[Command]) -> CheckpointRequest | None:
+    """The last checkpoint a task asked for, if any."""
+    for cmd in reversed(commands):
+        if cmd.kind is CommandKind.CHECKPOINT:
+            return cmd.metadata  # type: ignore[no-any-return]
+    return None

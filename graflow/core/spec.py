@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-__all__ = ["Command", "CommandKind", "Completion", "WorkItem"]
+__all__ = ["CheckpointRequest", "Command", "CommandKind", "Completion", "WorkItem"]
 
 
 class CommandKind(IntEnum):
@@ -19,7 +19,21 @@ class CommandKind(IntEnum):
     NEXT_TASK = 1  # payload: (task_id, executable, goto)
     TERMINATE = 2  # payload: message
     CANCEL = 3  # payload: message
-    CHECKPOINT = 4  # payload: (metadata, path)
+    CHECKPOINT = 4  # payload: metadata = a CheckpointRequest
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRequest:
+    """What ``ctx.checkpoint()`` asks of the scheduler.
+
+    ``immediate``: the checkpoint shows the run as it was while the task ran, so a resume runs
+    the task again; otherwise it is taken after the task finished and its successors were
+    queued. ``path``: write upstream's three files there instead of the run's checkpoint.
+    """
+
+    metadata: dict[str, Any]
+    path: str | None = None
+    immediate: bool = False
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ __all__ = [
     "barrier_results",
     "channel",
     "channel_pattern",
+    "checkpoint",
     "dead_letters",
     "done",
     "graph",
@@ -30,8 +31,12 @@ __all__ = [
     "node",
     "nodes",
     "nodes_index",
+    "queue_from_stream",
     "queue_group",
     "queue_stream",
+    "queue_stream_pattern",
+    "run_lock",
+    "run_lock_pattern",
     "run_prefix",
 ]
 
@@ -101,6 +106,11 @@ def channel_pattern(run_id: str) -> str:
     return f"{_escape_glob(run_prefix(run_id))}:ch:*"
 
 
+def checkpoint(name: str) -> str:
+    """The checkpoint kept by ``graflow.run(checkpoint="redis://.../db#<name>")``."""
+    return f"{PREFIX}:{{ckpt:{_checked('checkpoint name', name)}}}:checkpoint"
+
+
 def lock(run_id: str, key: str) -> str:
     """The key of the run's advisory lock named ``key``."""
     if not isinstance(key, str):
@@ -151,3 +161,26 @@ def node(node_id: str) -> str:
 def nodes_index() -> str:
     """The set of ids of worker nodes that registered."""
     return f"{PREFIX}:{{nodes}}:index"
+
+
+def queue_stream_pattern() -> str:
+    """The SCAN MATCH pattern of every queue stream."""
+    return f"{PREFIX}:{{q:*}}:tasks"
+
+
+def queue_from_stream(key: str) -> str | None:
+    """The queue name of a queue stream key (as ``queue_stream`` builds it), else None."""
+    head, tail = f"{PREFIX}:{{q:", "}:tasks"
+    if key.startswith(head) and key.endswith(tail) and len(key) > len(head) + len(tail):
+        return key[len(head) : -len(tail)]
+    return None
+
+
+def run_lock(name: str) -> str:
+    """The lease that keeps two runs started with ``graflow run --lock <name>`` apart."""
+    return f"{PREFIX}:{{lock:{_checked('lock name', name)}}}"
+
+
+def run_lock_pattern() -> str:
+    """The SCAN MATCH pattern of every ``run_lock`` key."""
+    return f"{PREFIX}:{{lock:*}}"

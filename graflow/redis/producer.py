@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from graflow.core.checkpoint import Checkpointer
 from graflow.core.context import ExecutionContext
 from graflow.core.engine import RunStats, WorkflowEngine
 from graflow.core.graph import TaskGraph
@@ -84,8 +85,13 @@ def run_on_redis(
     timeout_s: float | None = None,
     engine: WorkflowEngine | None = None,
     grace_s: float = 30.0,
+    checkpointer: Checkpointer | None = None,
 ) -> tuple[ExecutionContext, Any, RunStats]:
-    """Schedule a run here and execute its tasks on the nodes serving ``queue``."""
+    """Schedule a run here and execute its tasks on the nodes serving ``queue``.
+
+    A ``checkpointer`` holding a saved run resumes it under the same run id, so the channel
+    keys it left in Redis are the resumed run's channel.
+    """
     client = connect(url)
     signer = Signer(load_secret(secret, secret_file))
     context = ExecutionContext.create(
@@ -94,8 +100,11 @@ def run_on_redis(
         max_steps=max_steps,
         channel_backend="redis",
         config={"redis_client": client, "signer": signer},
+        session_id=checkpointer.run_id if checkpointer is not None else None,
     )
-    if initial_channel:
+    if checkpointer is not None and checkpointer.saved is not None:
+        checkpointer.restore(context)
+    elif initial_channel:
         context.channel.update(initial_channel)
     if not client.scard(keys.nodes_index()):
         logger.warning(
@@ -106,8 +115,9 @@ def run_on_redis(
     run_engine = WorkflowEngine(backend)
     if engine is not None:
         run_engine.handlers.update(engine.handlers)
+        run_engine.on_progress = engine.on_progress
     with _drain_on_signals(backend, grace_s):
-        value, stats = run_engine.run(context)
+        value, stats = run_engine.run(context, checkpointer=checkpointer)
     if isinstance(value, StoredValue):
         value = context.channel.get(f"{value.task_id}.__result__")
     return context, value, stats

@@ -1,0 +1,71 @@
+"""``graflow supervisor``: serve a Redis queue with worker processes, and optionally metrics."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from graflow.config import Settings
+from graflow.exceptions import ConfigError
+from graflow.ops.console import Console
+from graflow.ops.metrics import NodeMetrics, serve_metrics
+from graflow.ops.run import redis_url_of
+from graflow.redis.node import NodeSettings, run_node
+from graflow.redis.producer import connect
+from graflow.redis.signing import load_secret
+from graflow.redis.status import open_client
+
+__all__ = ["supervisor_command"]
+
+logger = logging.getLogger(__name__)
+
+
+def _node_settings(args: argparse.Namespace, env: Settings) -> Settings:
+    url = redis_url_of(args.redis, env)
+    if not url:
+        raise ConfigError("--redis URL is required (or GRAFLOW_REDIS_URL / REDIS_HOST)")
+    return Settings(
+        redis_url=url,
+        queue=args.queue or env.queue,
+        processes=args.processes or env.processes or 1,
+        worker_id=args.node_id or env.worker_id,
+        secret=env.secret,
+        secret_file=args.secret_file or env.secret_file,
+        lease_s=args.lease_s,
+        max_deliveries=args.max_deliveries,
+        grace_s=args.grace_s,
+    )
+
+
+def _serve_metrics(args: argparse.Namespace, url: str, queue: str) -> NodeMetrics:
+    metrics = NodeMetrics(open_client(url), queue)
+    try:
+        port = serve_metrics(metrics, args.metrics_addr, args.metrics_port)
+    except OSError as exc:
+        raise ConfigError(
+            f"--metrics-port {args.metrics_port}: cannot listen on {args.metrics_addr}: "
+            f"{exc.strerror or exc}"
+        ) from exc
+    logger.info("metrics served at http://%s:%d/metrics", args.metrics_addr, port)
+    return metrics
+
+
+def supervisor_command(args: argparse.Namespace, env: Settings, console: Console) -> int:
+    """Run one node until SIGTERM/SIGINT; returns the exit code."""
+    settings = _node_settings(args, env)
+    url = settings.redis_url or ""
+    secret = load_secret(settings.secret, settings.secret_file)
+    connect(url)  # fail fast (exit 4) when Redis is not there
+    metrics = None
+    if args.metrics_port is not None:
+        metrics = _serve_metrics(args, url, settings.queue)
+    node = NodeSettings(
+        url=url,
+        queue=settings.queue,
+        processes=settings.processes or 1,
+        node_id=settings.worker_id,
+        lease_ms=int(settings.lease_s * 1000),
+        max_deliveries=settings.max_deliveries,
+        grace_s=settings.grace_s,
+    )
+    return run_node(node, secret, metrics)
