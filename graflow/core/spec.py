@@ -67,6 +67,20 @@ class WorkItem:
     timeout_s: float | None = None
     in_block: bool = False  # run as if inside the driver's `with workflow(...)` block
 
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The wire form: the fields in order (``WorkItem(*t)`` rebuilds it)."""
+        return (
+            self.seq,
+            self.task_id,
+            self.attempt,
+            self.cycle_count,
+            self.max_cycles,
+            self.max_retries,
+            self.kwargs,
+            self.timeout_s,
+            self.in_block,
+        )
+
 
 @dataclass(slots=True)
 class Completion:

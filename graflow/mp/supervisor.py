@@ -30,12 +30,12 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
 from graflow.core import codec
+from graflow.core.interrupt import drain_on_signals
 from graflow.core.spec import Completion, WorkItem
 from graflow.exceptions import (
     BackendUnavailable,
@@ -113,21 +113,6 @@ class _Handle:
         # Segments of frames sent to the worker that it may not have decoded yet: if it dies
         # with them in its pipe, nobody else will unlink them.
         self.unread: list[shm.SegmentRef] = []
-
-
-def _item_tuple(item: WorkItem) -> tuple[Any, ...]:
-    """The wire form of a WorkItem (its fields in order; the worker rebuilds it)."""
-    return (
-        item.seq,
-        item.task_id,
-        item.attempt,
-        item.cycle_count,
-        item.max_cycles,
-        item.max_retries,
-        item.kwargs,
-        item.timeout_s,
-        item.in_block,
-    )
 
 
 def _serialize_graph(graph: TaskGraph) -> bytes:
@@ -290,27 +275,12 @@ class Supervisor:
     @contextmanager
     def signals_drain(self, backend: ProcessBackend) -> Iterator[None]:
         """While a run is active on the main thread: SIGTERM/SIGINT drain, a 2nd SIGINT stops."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
 
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            name = signal.Signals(signum).name
-            if backend.draining is not None and signum == signal.SIGINT:
-                raise RunInterrupted(name, drained=False)
-            if backend.draining is None:
-                # Drain first, log after: a 2nd SIGINT landing while this handler logs runs
-                # the handler again, nested, and must find the run already draining.
-                backend.draining = (name, time.monotonic() + self.grace_s)
-                self._slots[self.processes] = 1  # workers hand back the items not started
-                logger.warning("%s received: finishing in-flight tasks, then stopping", name)
+        def hand_back_unstarted() -> None:
+            self._slots[self.processes] = 1  # workers hand back the items not started
 
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        with drain_on_signals(backend, self.grace_s, hand_back_unstarted):
             yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 class ProcessBackend:
@@ -428,7 +398,7 @@ class ProcessBackend:
                 self.pending.extendleft(reversed(batch))
                 return
             handle.nodes_sent = len(dynamic)
-        raw = [_item_tuple(i) for i in batch]
+        raw = [i.as_tuple() for i in batch]
         try:
             frame = pipe.dumps((Msg.ITEMS, self.run_id, raw), self.sup.shm_threshold_bytes)
         except Exception:  # noqa: BLE001 - find the items whose arguments won't pickle
@@ -440,7 +410,7 @@ class ProcessBackend:
 
     def _send_items_one_by_one(self, handle: _Handle, batch: list[WorkItem]) -> None:
         for item in batch:
-            raw = [_item_tuple(item)]
+            raw = [item.as_tuple()]
             try:
                 frame = pipe.dumps((Msg.ITEMS, self.run_id, raw), self.sup.shm_threshold_bytes)
             except Exception as exc:  # noqa: BLE001 - reported as this task's failure

@@ -34,7 +34,7 @@ from graflow.exceptions import BackendError, BackendUnavailable, PoisonMessage, 
 from graflow.queue.base import TaskQueue, TaskSpec, TaskStatus
 from graflow.queue.factory import TaskQueueFactory
 from graflow.redis import keys
-from graflow.redis.backend import RUN_TTL_S, StoredValue, item_tuple
+from graflow.redis.backend import RUN_TTL_S, StoredValue
 from graflow.redis.channel import RedisChannel, binary_client
 from graflow.redis.queue import QueueEntry
 from graflow.redis.queue import RedisTaskQueue as StreamQueue
@@ -160,7 +160,7 @@ class RedisTaskQueue(TaskQueue):
                 attempt=task_spec.retry_count,
                 max_cycles=context.cycle_controller.get_max_cycles_for_node(exe.task_id),
             )
-            self.stream.submit(run_id, [self.signer.dumps([item_tuple(item)])])
+            self.stream.submit(run_id, [self.signer.dumps([item.as_tuple()])])
         self.metrics["enqueued"] += 1
         return True
 
@@ -240,7 +240,7 @@ class RedisTaskQueue(TaskQueue):
         taken, self._taken = self._taken, {}
         with _redis_errors("handing back dequeued tasks"):
             for run_id, item, _state in taken.values():
-                self.stream.submit(run_id, [self.signer.dumps([item_tuple(item)])])
+                self.stream.submit(run_id, [self.signer.dumps([item.as_tuple()])])
         if self._owns_client:
             self.client.close()
 
@@ -263,7 +263,7 @@ class RedisTaskQueue(TaskQueue):
             return None
         item, rest = items[0], items[1:]
         if rest:
-            self.stream.submit(entry.run_id, [self.signer.dumps([item_tuple(i) for i in rest])])
+            self.stream.submit(entry.run_id, [self.signer.dumps([i.as_tuple() for i in rest])])
         self.stream.ack([entry.entry_id])
         graph = state.context.graph
         if not graph.has_node(item.task_id):

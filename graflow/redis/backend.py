@@ -37,7 +37,7 @@ from graflow.redis.signing import Signer
 if TYPE_CHECKING:
     from graflow.core.task import Executable
 
-__all__ = ["RUN_TTL_S", "RedisBackend", "StoredValue", "item_tuple"]
+__all__ = ["RUN_TTL_S", "RedisBackend", "StoredValue"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,21 +61,6 @@ class StoredValue:
 
     def __repr__(self) -> str:
         return f"StoredValue({self.task_id!r})"
-
-
-def item_tuple(item: WorkItem) -> tuple[Any, ...]:
-    """The wire form of a WorkItem (its fields in order)."""
-    return (
-        item.seq,
-        item.task_id,
-        item.attempt,
-        item.cycle_count,
-        item.max_cycles,
-        item.max_retries,
-        item.kwargs,
-        item.timeout_s,
-        item.in_block,
-    )
 
 
 class RedisBackend:
@@ -183,7 +168,7 @@ class RedisBackend:
         pending = self.pending
         size = self._entry_size(len(pending))
         blobs = [
-            self.signer.dumps([item_tuple(i) for i in pending[start : start + size]])
+            self.signer.dumps([i.as_tuple() for i in pending[start : start + size]])
             for start in range(0, len(pending), size)
         ]
         self._retrying(self.queue.submit, self.run_id, blobs)

@@ -40,7 +40,7 @@ from graflow.core.spec import Completion, WorkItem
 from graflow.core.workflow import clear_workflow_context
 from graflow.exceptions import BackendUnavailable, PoisonMessage, TaskError, WorkerLost
 from graflow.redis import keys
-from graflow.redis.backend import RUN_TTL_S, StoredValue, item_tuple
+from graflow.redis.backend import RUN_TTL_S, StoredValue
 from graflow.redis.channel import RedisChannel
 from graflow.redis.queue import QueueEntry, RedisTaskQueue
 from graflow.redis.signing import Signer
@@ -269,7 +269,7 @@ class RedisWorker:
         batch.add(entry, state, failed, self._seal(records))
 
     def _split(self, entry: QueueEntry, items: list[WorkItem]) -> None:
-        blobs = [self.signer.dumps([item_tuple(item)]) for item in items]
+        blobs = [self.signer.dumps([item.as_tuple()]) for item in items]
         self.queue.submit(entry.run_id, blobs)
         self.queue.ack([entry.entry_id])
         with self._lock:

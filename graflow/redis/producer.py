@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
 from typing import Any
 
 import redis
@@ -17,7 +11,8 @@ from graflow.core.checkpoint import Checkpointer
 from graflow.core.context import ExecutionContext
 from graflow.core.engine import RunStats, WorkflowEngine
 from graflow.core.graph import TaskGraph
-from graflow.exceptions import BackendUnavailable, ConfigError, RunInterrupted
+from graflow.core.interrupt import drain_on_signals
+from graflow.exceptions import BackendUnavailable, ConfigError
 from graflow.redis import keys
 from graflow.redis.backend import RedisBackend, StoredValue
 from graflow.redis.signing import Signer, load_secret
@@ -48,28 +43,6 @@ def _safe_url(url: str) -> str:
         return url
     scheme, _, rest = url.partition("://")
     return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-
-
-@contextmanager
-def _drain_on_signals(backend: RedisBackend, grace_s: float) -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if backend.draining is not None and signum == signal.SIGINT:
-            raise RunInterrupted(name, drained=False)
-        if backend.draining is None:
-            logger.warning("%s received: waiting for queued tasks in flight, then stopping", name)
-            backend.draining = (name, time.monotonic() + grace_s)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def run_on_redis(
@@ -116,7 +89,7 @@ def run_on_redis(
     if engine is not None:
         run_engine.handlers.update(engine.handlers)
         run_engine.on_progress = engine.on_progress
-    with _drain_on_signals(backend, grace_s):
+    with drain_on_signals(backend, grace_s):
         value, stats = run_engine.run(context, checkpointer=checkpointer)
     if isinstance(value, StoredValue):
         value = context.channel.get(f"{value.task_id}.__result__")

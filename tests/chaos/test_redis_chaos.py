@@ -37,7 +37,6 @@ from graflow.core.spec import WorkItem
 from graflow.core.task import TaskWrapper
 from graflow.core.workflow import WorkflowContext
 from graflow.redis import keys
-from graflow.redis.backend import item_tuple
 from graflow.redis.signing import Signer, load_secret
 from graflow.runner import RunResult
 from tests.conftest import RedisNode, RedisServer
@@ -363,7 +362,7 @@ class Canary:
 
 def malformed_entries(signer: Signer, run_id: str) -> list[dict[bytes, bytes]]:
     """1,000 entries that are not work items (but none forged)."""
-    items = signer.dumps([item_tuple(WorkItem(0, "t"))])
+    items = signer.dumps([WorkItem(0, "t").as_tuple()])
     kinds: list[Callable[[int], dict[bytes, bytes]]] = [
         lambda i: {b"junk": b"%d" % i},  # none of the fields of an entry
         lambda i: {b"r": run_id.encode()},  # no payload
@@ -383,7 +382,7 @@ def forged_entries(secret: bytes, run_id: str, canary: Path) -> list[dict[bytes,
     """1,000 entries whose payload would create ``canary`` if a worker unpickled it."""
     hostile = pickle.dumps(Canary(canary))
     other = Signer(OTHER_SECRET)
-    genuine = Signer(secret).dumps([item_tuple(WorkItem(0, "t"))])
+    genuine = Signer(secret).dumps([WorkItem(0, "t").as_tuple()])
     header = genuine[: 7 + genuine[6]]  # magic, format, python, version length, version
     mac = genuine[len(header) : len(header) + 32]
     kinds: list[Callable[[int], bytes]] = [

@@ -34,7 +34,6 @@ from graflow.core.spec import WorkItem
 from graflow.core.task import TaskWrapper
 from graflow.exceptions import GraflowRuntimeError, PoisonMessage, WorkerLost
 from graflow.redis import keys
-from graflow.redis.backend import item_tuple
 from graflow.redis.signing import Signer, load_secret
 from tests.conftest import RedisNode, RedisServer
 
@@ -311,7 +310,7 @@ def test_version_skewed_entries_are_dead_lettered_and_never_unpickled(
     pids = sorted(redis_node.worker_pids())
     secret = node_secret()
     python = (sys.version_info.major, sys.version_info.minor)
-    items = codec.dumps([item_tuple(WorkItem(0, "t"))])
+    items = codec.dumps([WorkItem(0, "t").as_tuple()])
     skews = {
         "other python": envelope(secret, (python[0], 99), graflow.__version__, items),
         "other graflow": envelope(secret, python, "0.0.1", items),
@@ -416,7 +415,7 @@ def test_a_forged_graph_is_never_unpickled(
     redis_client.set(keys.graph(run_id), canary_pickle(graph_canary), ex=60)
     redis_client.set(keys.handlers(run_id), other.sign(canary_pickle(handlers_canary)), ex=60)
     # The entry itself is genuine: only the run's graph and handlers are forged.
-    items = Signer(node_secret()).dumps([item_tuple(WorkItem(0, "t"))])
+    items = Signer(node_secret()).dumps([WorkItem(0, "t").as_tuple()])
     entry = submit_raw(redis_client, redis_node.queue, run_id, items)
 
     wait_for(lambda: redis_client.xlen(keys.dead_letters(redis_node.queue)) >= 1, "dead letter")
