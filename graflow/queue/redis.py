@@ -38,6 +38,7 @@ from graflow.redis.backend import RUN_TTL_S, StoredValue
 from graflow.redis.channel import RedisChannel, binary_client
 from graflow.redis.queue import QueueEntry
 from graflow.redis.queue import RedisTaskQueue as StreamQueue
+from graflow.redis.runs import UnloadableRun, fetch_nodes, fetch_run
 from graflow.redis.signing import Signer, load_secret
 from graflow.worker.runtime import RunState
 
@@ -289,15 +290,14 @@ class RedisTaskQueue(TaskQueue):
         state = self._runs.get(run_id)
         if state is not None:
             return state
-        graph_blob, handlers_blob = self.client.mget(keys.graph(run_id), keys.handlers(run_id))
-        if graph_blob is None or handlers_blob is None:
-            return None
         try:
-            graph = self.signer.loads(graph_blob)
-            handlers = self.signer.loads(handlers_blob)
-        except PoisonMessage as exc:
-            logger.error("run %s: its graph does not verify (%s)", run_id, exc)
+            loaded = fetch_run(self.client, self.signer, run_id)
+        except UnloadableRun as exc:
+            logger.error("run %s: this worker cannot load its code (%s)", run_id, exc)
             return None
+        if loaded is None:
+            return None
+        graph, handlers = loaded
         channel = RedisChannel(run_id, redis_client=self.client, signer=self.signer)
         state = RunState(run_id, graph, handlers, channel, store_results=True)
         if len(self._runs) >= _RUN_CACHE:
@@ -307,13 +307,8 @@ class RedisTaskQueue(TaskQueue):
 
     def _load_nodes(self, state: RunState) -> None:
         """Add the tasks created while the run runs (dynamic tasks) to its graph."""
-        nodes = []
-        for blob in self.client.lrange(keys.nodes(state.run_id), 0, -1):
-            try:
-                nodes.append(self.signer.loads(blob))
-            except PoisonMessage as exc:
-                logger.error("run %s: a dynamic task does not verify (%s)", state.run_id, exc)
-        state.add_nodes(nodes)
+        nodes = fetch_nodes(self.client, self.signer, state.run_id)
+        state.add_nodes([n for n in nodes if n is not None])
 
 
 _MISSING = object()

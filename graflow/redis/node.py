@@ -43,6 +43,7 @@ from graflow.redis import keys
 from graflow.redis.backend import RUN_TTL_S, StoredValue
 from graflow.redis.channel import RedisChannel
 from graflow.redis.queue import QueueEntry, RedisTaskQueue
+from graflow.redis.runs import UnloadableRun, fetch_nodes, fetch_run
 from graflow.redis.signing import Signer
 from graflow.worker.meter import TaskMeter
 from graflow.worker.runtime import RunState
@@ -83,10 +84,6 @@ def _portable_record(record: tuple[Any, ...]) -> tuple[Any, ...]:
         seq, task_id = record[0], record[1]
         err = TaskError(task_id, f"its outcome could not be pickled: {exc}")
         return (seq, task_id, False, None, err, None, 0.0, None)
-
-
-class _UnloadableRun(Exception):
-    """Raised when a run's graph verifies but cannot be unpickled on this host."""
 
 
 class _Batch:
@@ -242,7 +239,7 @@ class RedisWorker:
             return
         try:
             state = self._run_state(entry.run_id, items)
-        except _UnloadableRun as exc:
+        except UnloadableRun as exc:
             self._fail_items(entry, items, f"the worker could not load the run's code: {exc}")
             return
         if state is None:
@@ -296,17 +293,10 @@ class RedisWorker:
         return state
 
     def _load_run(self, run_id: str) -> RunState | None:
-        graph_blob, handlers_blob = self.client.mget(keys.graph(run_id), keys.handlers(run_id))
-        if graph_blob is None or handlers_blob is None:
+        loaded = fetch_run(self.client, self.signer, run_id)
+        if loaded is None:
             return None
-        try:
-            graph = self.signer.loads(graph_blob)
-            handlers = self.signer.loads(handlers_blob)
-        except PoisonMessage as exc:
-            logger.error("run %s: its graph does not verify (%s)", run_id, exc)
-            return None
-        except Exception as exc:  # e.g. a module that this host does not have
-            raise _UnloadableRun(f"{type(exc).__name__}: {exc}") from exc
+        graph, handlers = loaded
         channel = RedisChannel(run_id, redis_client=self.client, signer=self.signer)
         handlers = {**handlers, **self.handler_overrides}
         state = RunState(run_id, graph, handlers, channel, store_results=True)
@@ -320,15 +310,9 @@ class RedisWorker:
 
     def _load_nodes(self, state: RunState) -> None:
         start = self.nodes_loaded.get(state.run_id, 0)
-        blobs = self.client.lrange(keys.nodes(state.run_id), start, -1)
-        nodes = []
-        for blob in blobs:
-            try:
-                nodes.append(self.signer.loads(blob))
-            except PoisonMessage as exc:
-                logger.error("run %s: a dynamic task does not verify (%s)", state.run_id, exc)
-        state.add_nodes(nodes)
-        self.nodes_loaded[state.run_id] = start + len(blobs)
+        nodes = fetch_nodes(self.client, self.signer, state.run_id, start)
+        state.add_nodes([n for n in nodes if n is not None])
+        self.nodes_loaded[state.run_id] = start + len(nodes)
 
     # -- outcomes ---------------------------------------------------------------------
     def _record(self, completion: Completion) -> tuple[Any, ...]:
