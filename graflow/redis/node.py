@@ -502,7 +502,9 @@ class _Node:
         self.observer = observer
         self.ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self.procs: dict[int, Any] = {}
-        self.stopping = threading.Event()
+        # A plain flag, not an Event: a signal handler must not take a lock that the
+        # interrupted code (an Event.wait) may be holding.
+        self.stopping = False
 
     def start(self, index: int) -> None:
         proc = self.ctx.Process(  # type: ignore[attr-defined]
@@ -515,13 +517,16 @@ class _Node:
         self.procs[index] = proc
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self.stopping.is_set() and signum == signal.SIGINT:
+        if self.stopping and signum == signal.SIGINT:
             for proc in self.procs.values():
                 proc.kill()  # a second Ctrl-C: stop now
-        self.stopping.set()
+        self.stopping = True
 
     def supervise(self) -> None:
-        while not self.stopping.wait(0.2):
+        while not self.stopping:
+            time.sleep(0.2)
+            if self.stopping:
+                return
             for index, proc in list(self.procs.items()):
                 if not proc.is_alive():
                     logger.warning(
