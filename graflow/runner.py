@@ -14,7 +14,7 @@ from graflow.core.engine import RunStats, WorkflowEngine
 from graflow.core.graph import TaskGraph
 from graflow.core.task import Executable, ParallelGroup, SequentialTask
 from graflow.core.workflow import WorkflowContext
-from graflow.exceptions import ConfigError, GraphCompilationError, UnknownTaskError
+from graflow.exceptions import ConfigError, UnknownTaskError
 from graflow.mp.supervisor import Supervisor
 from graflow.redis.backend import StoredValue
 from graflow.redis.producer import run_on_redis
@@ -288,32 +288,19 @@ def run(
             checkpointer=checkpointer,
         )
         return _collect(context, value, stats)
+    run_options: dict[str, Any] = {
+        "start": start,
+        "max_steps": max_steps,
+        "initial_channel": initial_channel,
+        "timeout_s": timeout_s,
+        "engine": engine,
+        "checkpoint": checkpointer,
+    }
     if processes == 0:
         if start_method is not None:
             raise ConfigError("start_method needs worker processes (processes >= 1)")
-        return execute_run(
-            target,
-            supervisor=None,
-            start=start,
-            max_steps=max_steps,
-            initial_channel=initial_channel,
-            timeout_s=timeout_s,
-            engine=engine,
-            checkpoint=checkpointer,
-        )
+        return execute_run(target, supervisor=None, **run_options)
     count = processes if processes is not None else (os.cpu_count() or 1)
-    try:
-        resolve_target(target, start)
-    except GraphCompilationError:
-        raise
+    resolve_target(target, start)  # a bad target fails here, before any process is forked
     with Supervisor(count, start_method=start_method) as supervisor:
-        return execute_run(
-            target,
-            supervisor=supervisor,
-            start=start,
-            max_steps=max_steps,
-            initial_channel=initial_channel,
-            timeout_s=timeout_s,
-            engine=engine,
-            checkpoint=checkpointer,
-        )
+        return execute_run(target, supervisor=supervisor, **run_options)

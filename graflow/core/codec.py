@@ -20,7 +20,9 @@ from typing import Any
 
 import cloudpickle
 
-__all__ = ["dumps", "loads", "register_by_value"]
+from graflow.exceptions import ConfigError, GraphCompilationError
+
+__all__ = ["dumps", "dumps_run", "loads", "register_by_value"]
 
 
 # Modules loaded from a file path (``graflow run path/to/flow.py``) exist only in the process
@@ -74,3 +76,34 @@ def dumps(obj: Any) -> bytes:
 def loads(data: bytes | memoryview) -> Any:
     """Unpickle bytes made by ``dumps`` (only ever from a trusted source)."""
     return pickle.loads(data)
+
+
+def dumps_run(graph: Any, handlers: dict[str, Any], destination: str) -> tuple[bytes, bytes]:
+    """A run's graph and task handlers pickled for ``destination`` (named in errors).
+
+    Raises GraphCompilationError naming the first task that cannot be pickled, and
+    ConfigError for a handler that cannot.
+    """
+    try:
+        graph_blob = dumps(graph)
+    except Exception as exc:
+        raise GraphCompilationError(
+            f"the workflow cannot be sent to {destination}: {_unpicklable_node(graph)}: "
+            f"{type(exc).__name__}: {exc}. Make the task and what it captures picklable, "
+            "or run it in-process (processes=0)",
+            cause=exc,
+        ) from exc
+    try:
+        handlers_blob = dumps(dict(handlers))
+    except Exception as exc:
+        raise ConfigError(f"a registered task handler cannot be pickled: {exc}") from exc
+    return graph_blob, handlers_blob
+
+
+def _unpicklable_node(graph: Any) -> str:
+    for node_id, data in graph.nodes.items():
+        try:
+            dumps(data.get("task"))
+        except Exception:  # noqa: BLE001 - we only look for the first culprit
+            return f"task '{node_id}'"
+    return "the graph"

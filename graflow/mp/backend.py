@@ -15,13 +15,9 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-
 from graflow.core import codec
 from graflow.core.spec import Completion, WorkItem
 from graflow.exceptions import (
-    ConfigError,
-    GraphCompilationError,
     RunInterrupted,
     TaskError,
     TaskTimeoutError,
@@ -35,7 +31,6 @@ from graflow.mp.pool import WorkerHandle
 from graflow.mp.worker import DECODING
 
 if TYPE_CHECKING:
-    from graflow.core.graph import TaskGraph
     from graflow.core.task import Executable
     from graflow.mp.supervisor import Supervisor
 
@@ -45,28 +40,6 @@ logger = logging.getLogger(__name__)
 
 _MAX_BATCH = 512
 _TARGET_BATCH_S = 0.002  # aim for about this much work per message per worker
-
-
-def _serialize_graph(graph: TaskGraph) -> bytes:
-    try:
-        return codec.dumps(graph)
-    except Exception as exc:
-        culprit = _find_unpicklable(graph)
-        raise GraphCompilationError(
-            f"the workflow cannot be sent to worker processes: {culprit}: "
-            f"{type(exc).__name__}: {exc}. Make the task and what it captures picklable, "
-            "or run in-process with processes=0",
-            cause=exc,
-        ) from exc
-
-
-def _find_unpicklable(graph: TaskGraph) -> str:
-    for node_id, data in graph.nodes.items():
-        try:
-            cloudpickle.dumps(data.get("task"))
-        except Exception:  # noqa: BLE001 - we only look for the first culprit
-            return f"task '{node_id}'"
-    return "the graph"
 
 
 class ProcessBackend:
@@ -96,11 +69,9 @@ class ProcessBackend:
         self.scheduler = scheduler
         context = scheduler.context
         self.run_id = context.session_id
-        self.graph_blob = _serialize_graph(context.graph)
-        try:
-            self.handlers_blob = codec.dumps(dict(scheduler.engine.handlers))
-        except Exception as exc:
-            raise ConfigError(f"a registered task handler cannot be pickled: {exc}") from exc
+        self.graph_blob, self.handlers_blob = codec.dumps_run(
+            context.graph, scheduler.engine.handlers, "worker processes"
+        )
         self.host = ChannelHost(context.channel, self._reply)
         self.sup._slots[self.sup.processes] = 0
 

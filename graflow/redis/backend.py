@@ -24,7 +24,6 @@ from graflow.core.spec import Completion, WorkItem
 from graflow.exceptions import (
     BackendUnavailable,
     ConfigError,
-    GraphCompilationError,
     PoisonMessage,
     RunInterrupted,
     WorkflowTimeoutError,
@@ -96,17 +95,11 @@ class RedisBackend:
         self.scheduler = scheduler
         context = scheduler.context
         self.run_id = context.session_id
-        try:
-            graph_blob = self.signer.sign(codec.dumps(context.graph))
-        except Exception as exc:
-            raise GraphCompilationError(
-                f"the workflow cannot be sent to Redis workers: {type(exc).__name__}: {exc}",
-                cause=exc,
-            ) from exc
-        try:
-            handlers_blob = self.signer.sign(codec.dumps(dict(scheduler.engine.handlers)))
-        except Exception as exc:
-            raise ConfigError(f"a registered task handler cannot be pickled: {exc}") from exc
+        graph_raw, handlers_raw = codec.dumps_run(
+            context.graph, scheduler.engine.handlers, "Redis workers"
+        )
+        graph_blob = self.signer.sign(graph_raw)
+        handlers_blob = self.signer.sign(handlers_raw)
         self._call(self.queue.ensure_group)
         pipe = self.client.pipeline(transaction=True)
         pipe.set(keys.graph(self.run_id), graph_blob, ex=RUN_TTL_S)
