@@ -35,6 +35,7 @@ from graflow.core.checkpoint import Checkpointer, CheckpointMetadata, run_state,
 from graflow.core.cycle import base_task_id
 from graflow.core.handler import TaskHandler, TaskResult
 from graflow.core.handlers.direct import DirectTaskHandler
+from graflow.core.lookahead import ChainLookahead, lookahead_depth
 from graflow.core.policy import resolve_group_policy
 from graflow.core.spec import CheckpointRequest, Command, CommandKind, Completion, WorkItem
 from graflow.core.task import Executable, ParallelGroup, SequentialTask, TaskWrapper
@@ -213,6 +214,8 @@ class _Scheduler:
         self.failed_task: str | None = None  # the root task whose failure ended the run
         self.thread_id = 0
         self.prepare_kwargs = bool(getattr(self.backend, "prepares_kwargs", False))
+        depth = lookahead_depth(self.backend)
+        self.lookahead = ChainLookahead(depth) if depth else None
         current = get_current_workflow_context()
         self.in_block = current is not None and current.graph is self.graph
         queue = getattr(context.task_queue, "ids", None)
@@ -326,7 +329,8 @@ class _Scheduler:
                 "done": stats.tasks_run - stats.failures,
                 "failed": stats.failures,
                 "retries": stats.retries,
-                "running": len(self.inflight),
+                "running": len(self.inflight)
+                - (0 if self.lookahead is None else len(self.lookahead.parent_of)),
                 "queued": sum(len(f.queue) for f in self.ready) + len(self.timers),
             }
         )
@@ -402,6 +406,8 @@ class _Scheduler:
             completion = backend.submit(item, exe, frame.inline)
             if completion is not None:
                 self._apply(completion)
+            elif self.lookahead is not None and not frame.backend:
+                self.lookahead.extend(self, frame, item)
             if self.stopped:
                 return
 
@@ -487,20 +493,29 @@ class _Scheduler:
         if entry is None:
             return  # a late duplicate (e.g. a redelivered task finished twice)
         frame, item = entry
-        frame.busy = False
         self.pending_by_backend[frame.backend] -= 1
+        lookahead = self.lookahead
+        if completion.void:
+            if lookahead is not None:
+                lookahead.on_void(self, item)
+            return
+        frame.busy = False
         self.stats.tasks_run += 1
+        commands = completion.commands
+        if lookahead is not None and (not completion.ok or commands):
+            lookahead.on_completion(self, frame, item.seq, clean=False)
         if not completion.ok:
             self._on_failure(frame, item.task_id, completion.error, completion.traceback)
             return
         if not completion.stored:
             self.context.set_result(item.task_id, completion.value)
-        commands = completion.commands
         if commands:
             self._finish_with_commands(frame, item.task_id, completion.value, commands)
         else:
             self.context._goto_called = False  # the flag describes the last finished task
             self._finish(frame, item.task_id, completion.value, goto=False)
+            if lookahead is not None and item.seq in lookahead.child_of:
+                lookahead.on_completion(self, frame, item.seq, clean=True)
 
     def _finish_with_commands(
         self, frame: _Frame, task_id: str, value: Any, commands: list[Command]
@@ -719,7 +734,12 @@ class _Scheduler:
         """
         head: dict[int, list[str]] = {}
         tail: dict[int, list[str]] = {}
-        in_flight = [(frame, item.task_id) for frame, item in self.inflight.values()]
+        unresolved = self.lookahead.is_unresolved if self.lookahead is not None else None
+        in_flight = [
+            (frame, item.task_id)
+            for frame, item in self.inflight.values()
+            if unresolved is None or not unresolved(item.seq)
+        ]
         if rerun is not None:
             in_flight.append(rerun)
         for frame, task_id in in_flight:

@@ -95,3 +95,4 @@ class Completion:
     duration_s: float = 0.0
     traceback: str | None = None
     stored: bool = field(default=False)  # the value is already in the run's channel
+    void: bool = False  # a conditional item that did not run (graflow.core.lookahead)

@@ -4,6 +4,12 @@
     scheduler ◀─wait─── completions ◀──── DONE batch / sentinel (death) ◀── worker i
 
 See graflow.mp.supervisor for the fault model (redelivery, timeouts, draining).
+
+Conditional items (graflow.core.lookahead) travel to the worker that holds their
+predecessor: with it, in the same batch, when the predecessor is not sent yet; on their own
+afterwards. ``cond`` holds those still unresolved: one whose predecessor finishes cleanly
+becomes an ordinary item (redelivered as such if its worker dies); any other comes back void,
+also when its worker dies or hands it back.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from graflow.exceptions import (
 )
 from graflow.mp import pipe, shm
 from graflow.mp.channel_host import ChannelHost
+from graflow.mp.conditional import ConditionalItems
 from graflow.mp.pipe import Msg
 from graflow.mp.pool import WorkerHandle
 from graflow.mp.worker import DECODING
@@ -46,6 +53,7 @@ class ProcessBackend:
     """ExecutorBackend that runs a scheduler's items on a Supervisor's worker processes."""
 
     prepares_kwargs = True
+    chain_lookahead = 8
 
     def __init__(self, supervisor: Supervisor, timeout_s: float | None) -> None:
         self.sup = supervisor
@@ -63,6 +71,8 @@ class ProcessBackend:
         self.host: ChannelHost | None = None
         self.has_timeouts = False  # some worker runs an item with timeout_s
         self.blameless_deaths = 0  # deaths with no item to blame since a task last finished
+        self.chain_lookahead = supervisor.chain_lookahead
+        self.cond = ConditionalItems()
 
     # -- ExecutorBackend --------------------------------------------------------------
     def start_run(self, scheduler: Any) -> None:
@@ -78,6 +88,10 @@ class ProcessBackend:
     def submit(self, item: WorkItem, exe: Executable, inline: bool) -> Completion | None:
         self.pending.append(item)
         return None
+
+    def submit_after(self, item: WorkItem, exe: Executable, parent: int) -> None:
+        """Hand over ``item``, to run only if item ``parent`` finishes cleanly."""
+        self.cond.add(item, parent, self.pending, self.sup._handles, self.ready)
 
     def wait(self, timeout_s: float | None) -> list[Completion]:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -104,6 +118,7 @@ class ProcessBackend:
                 self._send(handle, (Msg.END_RUN, self.run_id))
                 handle.run_id = None
         self.pending.clear()
+        self.cond.clear()
 
     # -- sending ----------------------------------------------------------------------
     def _batch_cap(self) -> int:
@@ -113,7 +128,11 @@ class ProcessBackend:
         return max(1, min(_MAX_BATCH, int(_TARGET_BATCH_S / max(avg, 1e-7))))
 
     def _flush(self) -> None:
-        if not self.pending or self.draining is not None:
+        if self.draining is not None:
+            return
+        if self.cond:
+            self._flush_chained()
+        if not self.pending:
             return
         handles = [h for h in self.sup._handles if not h.retiring]
         if not handles:
@@ -130,8 +149,15 @@ class ProcessBackend:
             if batch:
                 self._send_items(handle, batch)
 
+    def _flush_chained(self) -> None:
+        for handle in self.sup._handles:
+            if handle.chained:
+                batch, handle.chained = handle.chained, []
+                self._send_items(handle, batch)
+
     def _take(self, room: int, idle: bool) -> list[WorkItem]:
         pending = self.pending
+        cond = self.cond
         batch: list[WorkItem] = []
         while pending and len(batch) < room:
             if pending[0].timeout_s is not None:
@@ -139,7 +165,10 @@ class ProcessBackend:
                     break
                 batch.append(pending.popleft())
                 break
-            batch.append(pending.popleft())
+            item = pending.popleft()
+            batch.append(item)
+            if cond.attached:  # its successors go with it, to the same worker
+                cond.take_attached(item, batch)
         return batch
 
     def _send_items(self, handle: WorkerHandle, batch: list[WorkItem]) -> None:
@@ -156,8 +185,9 @@ class ProcessBackend:
                 return
             handle.nodes_sent = len(dynamic)
         raw = [i.as_tuple() for i in batch]
+        afters = self.cond.afters(batch)
         try:
-            frame = pipe.dumps((Msg.ITEMS, self.run_id, raw), self.sup.shm_threshold_bytes)
+            frame = pipe.dumps((Msg.ITEMS, self.run_id, raw, afters), self.sup.shm_threshold_bytes)
         except Exception:  # noqa: BLE001 - find the items whose arguments won't pickle
             self._send_items_one_by_one(handle, batch)
             return
@@ -168,8 +198,10 @@ class ProcessBackend:
     def _send_items_one_by_one(self, handle: WorkerHandle, batch: list[WorkItem]) -> None:
         for item in batch:
             raw = [item.as_tuple()]
+            afters = self.cond.afters([item])
             try:
-                frame = pipe.dumps((Msg.ITEMS, self.run_id, raw), self.sup.shm_threshold_bytes)
+                msg = (Msg.ITEMS, self.run_id, raw, afters)
+                frame = pipe.dumps(msg, self.sup.shm_threshold_bytes)
             except Exception as exc:  # noqa: BLE001 - reported as this task's failure
                 err = TaskError(
                     item.task_id,
@@ -282,31 +314,22 @@ class ProcessBackend:
     def _on_done(self, handle: WorkerHandle, entries: list[tuple[Any, ...]]) -> None:
         total = 0.0
         count = 0
+        cond = self.cond
         for seq, task_id, ok, value, error, commands, duration, tb in entries:
             item = handle.outstanding.pop(seq, None)
             if item is None:
                 continue
-            if ok is None:  # handed back unstarted: the run is draining
-                self.pending.append(item)
+            if ok is None:  # handed back unstarted (the run drains), or a skipped conditional
+                self._take_back(item)
                 continue
             if isinstance(error, TaskError) and tb and error.remote_traceback is None:
                 error.remote_traceback = tb
             if isinstance(value, pipe.Sealed):
-                try:
-                    value = value.open()
-                except Exception as exc:  # noqa: BLE001 - this task's result is unusable
-                    ok, value, error = (
-                        False,
-                        None,
-                        TaskError(
-                            task_id,
-                            f"its result could not be rebuilt in the driver: "
-                            f"{type(exc).__name__}: {exc}",
-                        ),
-                    )
+                ok, value, error = _open_sealed(task_id, value)
             self.ready.append(
                 Completion(seq, task_id, ok, value, error, commands, duration, tb, False)
             )
+            cond.finished(seq, ok and not commands)
             total += duration
             count += 1
         if count:
@@ -319,6 +342,13 @@ class ProcessBackend:
             handle.unread.clear()  # it answered every item, so it read every frame
             if handle.retiring:
                 self._replace(handle, kill=False)
+
+    def _take_back(self, item: WorkItem) -> None:
+        """An item that did not run: void if still conditional, else due again."""
+        if self.cond.is_unresolved(item.seq):
+            self.ready.append(self.cond.void(item))
+        else:
+            self.pending.append(item)
 
     # -- faults -----------------------------------------------------------------------
     def _on_death(self, handle: WorkerHandle, timed_out: int | None = None) -> None:
@@ -342,8 +372,10 @@ class ProcessBackend:
                 exitcode,
                 len(leftovers),
             )
-        charged = running if any(i.seq == running for i in leftovers) else None
-        if charged is None and leftovers:
+        unresolved = self.cond.is_unresolved
+        blamable = [i for i in leftovers if not unresolved(i.seq)]
+        charged = running if any(i.seq == running for i in blamable) else None
+        if charged is None and blamable:
             # It ran none of its items (it was starting, loading the graph or reporting). A
             # SIGKILL then came from outside (OOM killer, operator): nobody to blame, up to a
             # bound. Dying by itself, or while decoding the batch (arguments that kill whoever
@@ -352,7 +384,16 @@ class ProcessBackend:
             killed = exitcode == -signal.SIGKILL and running != DECODING
             bound = 10 * self.sup.max_deliveries * self.sup.processes
             if not killed or self.blameless_deaths > bound:
-                charged = leftovers[0].seq
+                charged = blamable[0].seq
+        for item in leftovers:
+            if unresolved(item.seq):
+                self.ready.append(self.cond.void(item))
+        self._requeue(blamable, charged, timed_out, exitcode)
+
+    def _requeue(
+        self, leftovers: list[WorkItem], charged: int | None, timed_out: int | None, exitcode: Any
+    ) -> None:
+        """A dead worker's items: time out, charge a delivery, or redeliver as they were."""
         for item in reversed(leftovers):
             if item.seq == timed_out:
                 err = TaskTimeoutError(item.task_id, item.timeout_s or 0.0)
@@ -416,3 +457,15 @@ class ProcessBackend:
                 raise RunInterrupted(name, drained=True)
             if now >= grace_end:
                 raise RunInterrupted(name, drained=False)
+
+
+def _open_sealed(task_id: str, value: pipe.Sealed) -> tuple[bool, Any, BaseException | None]:
+    try:
+        return True, value.open(), None
+    except Exception as exc:  # noqa: BLE001 - this task's result is unusable
+        detail = f"{type(exc).__name__}: {exc}"
+        return (
+            False,
+            None,
+            TaskError(task_id, f"its result could not be rebuilt in the driver: {detail}"),
+        )

@@ -32,7 +32,7 @@ class Msg(IntEnum):
 
     RUN = 1  # (RUN, run_id, graph_blob, handlers_blob)
     NODES = 2  # (NODES, run_id, [executable, ...])
-    ITEMS = 3  # (ITEMS, run_id, [item tuple, ...])
+    ITEMS = 3  # (ITEMS, run_id, [item tuple, ...], [predecessor seq or 0, ...] or None)
     END_RUN = 4  # (END_RUN, run_id)
     STOP = 5  # (STOP,)
     CHAN_REPLY = 6  # (CHAN_REPLY, ok, value)

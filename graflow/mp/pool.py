@@ -50,6 +50,7 @@ class WorkerHandle:
     """The supervisor's side of one worker process."""
 
     __slots__ = (
+        "chained",
         "conn",
         "index",
         "nodes_sent",
@@ -66,6 +67,7 @@ class WorkerHandle:
         self.proc = proc
         self.conn = conn
         self.outstanding: dict[int, WorkItem] = {}
+        self.chained: list[WorkItem] = []  # conditional items to send after what it holds
         self.run_id: str | None = None
         self.nodes_sent = 0
         self.retiring = False

@@ -63,12 +63,15 @@ class Supervisor:
         max_rss_mb: float | None = None,
         shm_threshold_bytes: int = 64 * 1024,
         grace_s: float = 30.0,
+        chain_lookahead: int = 8,
     ) -> None:
         count = (os.cpu_count() or 1) if processes is None else processes
         if count < 1:
             raise ConfigError(f"processes must be >= 1 for a Supervisor, got {processes}")
         if max_deliveries < 1:
             raise ConfigError(f"max_deliveries must be >= 1, got {max_deliveries}")
+        if chain_lookahead < 0:
+            raise ConfigError(f"chain_lookahead must be >= 0, got {chain_lookahead}")
         if shm_threshold_bytes < 1024:
             raise ConfigError(f"shm_threshold_bytes must be >= 1024, got {shm_threshold_bytes}")
         method = start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -82,6 +85,9 @@ class Supervisor:
         self.max_deliveries = max_deliveries
         self.grace_s = grace_s
         self.shm_threshold_bytes = shm_threshold_bytes
+        self.chain_lookahead = chain_lookahead
+        """How many of a chain's next tasks go out with the running one (0: none); see
+        graflow.core.lookahead."""
         self._max_tasks = max_tasks_per_worker
         self._max_rss = None if max_rss_mb is None else int(max_rss_mb * 1024 * 1024)
         self._ctx = mp.get_context(method)

@@ -44,6 +44,11 @@ __all__ = ["DECODING", "WorkerSettings", "worker_main"]
 # are then blamed on the batch (the slot holds an item's seq while it runs, 0 otherwise).
 DECODING = -1
 
+# In a DONE entry whose ``ok`` is None, this value means "a conditional item, skipped because
+# its predecessor did not finish cleanly" (None: "handed back unstarted").
+VOID = "void"
+_MAX_OUTCOMES = 4096
+
 
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -166,6 +171,9 @@ class Worker:
         self.runs: dict[str, RunState] = {}
         self.tasks_done = 0
         self.retiring = False
+        # Recent items and whether each finished cleanly (ok, no command): a conditional item
+        # runs only after a clean predecessor (graflow.core.lookahead).
+        self.outcomes: dict[int, bool] = {}
 
     def serve(self) -> None:
         """Handle messages until STOP or until the supervisor goes away."""
@@ -176,7 +184,7 @@ class Worker:
                 return
             kind = msg[0]
             if kind == Msg.ITEMS:
-                self._run_items(msg[1], msg[2])
+                self._run_items(msg[1], msg[2], msg[3])
             elif kind == Msg.RUN:
                 self._start_run(msg[1], msg[2], msg[3])
             elif kind == Msg.NODES:
@@ -196,26 +204,47 @@ class Worker:
         if state is not None:
             state.add_nodes(nodes)
 
-    def _run_items(self, run_id: str, raw_items: list[tuple[Any, ...]]) -> None:
+    def _run_items(
+        self, run_id: str, raw_items: list[tuple[Any, ...]], afters: list[int] | None
+    ) -> None:
         state = self.runs.get(run_id)
         completions: list[tuple[Any, ...]] = []
         slots = self.slots
         index = self.settings.index
+        outcomes = self.outcomes
         for n, raw in enumerate(raw_items):
             if slots[-1]:  # the driver drains: hand back, unstarted, what is left
                 completions += [
                     (r[0], r[1], None, None, None, None, 0.0, None) for r in raw_items[n:]
                 ]
                 break
+            after = afters[n] if afters else 0
+            if after:
+                if not outcomes.get(after, False):
+                    outcomes[raw[0]] = False
+                    completions.append((raw[0], raw[1], None, VOID, None, None, 0.0, None))
+                    continue
+                if completions:
+                    # The predecessor's completion goes out before this item starts: the
+                    # driver stores its result before this item can read the channel, and a
+                    # crash of this item is charged to this item.
+                    self._send_done(completions)
+                    completions = []
             item = _item_from_tuple(raw)
             slots[index] = item.seq
             if state is None:
                 err = TaskError(item.task_id, f"worker has no graph for run {run_id}")
                 completions.append((item.seq, item.task_id, False, None, err, None, 0.0, None))
+                outcomes[item.seq] = False
                 continue
-            completions.append(_completion_tuple(state.run(item)))
+            completion = state.run(item)
+            outcomes[item.seq] = completion.ok and not completion.commands
+            completions.append(_completion_tuple(completion))
         slots[index] = 0
         self.tasks_done += len(raw_items)
+        if len(outcomes) > _MAX_OUTCOMES:
+            for seq in list(outcomes)[: _MAX_OUTCOMES // 2]:
+                del outcomes[seq]
         self._send_done(completions)
         self._check_recycle()
 

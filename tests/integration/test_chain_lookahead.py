@@ -1,0 +1,201 @@
+"""Chain lookahead on the process pool: a chain's next tasks travel with the running one.
+
+A conditional successor runs exactly when the scheduler would have queued it (the
+predecessor returned and issued no command). These tests break chains in every way a task
+can (terminate, goto, failure with retry, a crash that kills the worker, the step limit)
+and count executions with the run's channel, which is atomic across processes: no task may
+run that the in-process engine would not run, and none may be lost.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import graflow
+from graflow import chain, task, workflow
+from graflow.core.task import TaskWrapper
+from graflow.exceptions import WorkerLost
+
+Runner = Callable[..., Any]
+
+_pools: dict[str, graflow.Supervisor] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_pools() -> Iterator[None]:
+    yield
+    for sup in _pools.values():
+        sup.close()
+    _pools.clear()
+
+
+@pytest.fixture(params=["inprocess", "fork", "spawn"])
+def run_on(request: pytest.FixtureRequest) -> Runner:
+    kind = request.param
+    if kind == "inprocess":
+        return lambda target, **kw: graflow.run(target, processes=0, **kw)
+    if kind not in _pools:
+        _pools[kind] = graflow.Supervisor(2, start_method=kind, chain_lookahead=8)
+    sup = _pools[kind]
+    return lambda target, **kw: sup.run(target, **kw)
+
+
+def _counted(task_id: str, body: Callable[[Any], Any] | None = None) -> TaskWrapper:
+    """A task that counts its executions in the channel, then runs ``body(ctx)``."""
+
+    def fn(ctx: Any) -> Any:
+        ctx.get_channel().atomic_add(f"runs.{task_id}", 1)
+        ctx.get_channel().append("order", task_id)
+        return body(ctx) if body is not None else task_id
+
+    return TaskWrapper(task_id, fn, inject_context=True)
+
+
+def _runs(result: Any, ids: list[str]) -> dict[str, int]:
+    return {i: result.channel.get(f"runs.{i}", 0) for i in ids}
+
+
+def test_a_chain_runs_every_task_once_in_order(run_on: Runner) -> None:
+    ids = [f"t{i}" for i in range(60)]
+    with workflow("plain") as wf:
+        chain(*[_counted(i) for i in ids])
+    result = run_on(wf, start="t0")
+    assert result.channel["order"] == ids
+    assert _runs(result, ids) == dict.fromkeys(ids, 1)
+    assert result.value == "t59"
+    assert set(ids) <= set(result.results)
+
+
+def test_terminate_in_the_middle_runs_nothing_after_it(run_on: Runner) -> None:
+    ids = [f"t{i}" for i in range(30)]
+
+    def stop(ctx: Any) -> str:
+        ctx.terminate_workflow("enough")
+        return "stopped"
+
+    with workflow("terminate") as wf:
+        chain(*[_counted(i, stop if i == "t10" else None) for i in ids])
+    result = run_on(wf, start="t0")
+    assert result.channel["order"] == ids[:11]
+    assert result.value == "stopped"
+    assert not set(ids[11:]) & set(result.results)
+
+
+def test_goto_in_the_middle_skips_the_plain_successor(run_on: Runner) -> None:
+    ids = [f"t{i}" for i in range(20)]
+    side = _counted("side")
+
+    def jump(ctx: Any) -> str:
+        ctx.next_task(side, goto=True)
+        return "jumped"
+
+    with workflow("goto") as wf:
+        chain(*[_counted(i, jump if i == "t5" else None) for i in ids])
+    result = run_on(wf, start="t0")
+    assert result.channel["order"] == [*ids[:6], "side"]
+    assert "t6" not in result.results
+
+
+def test_a_failure_is_retried_and_the_chain_goes_on_once(run_on: Runner) -> None:
+    ids = [f"t{i}" for i in range(25)]
+
+    def flaky(ctx: Any) -> str:
+        if ctx.get_channel().atomic_add("flaky.attempts", 1) < 3:
+            raise RuntimeError("not yet")
+        return "finally"
+
+    with workflow("retry") as wf:
+        tasks = [_counted(i, flaky if i == "t7" else None) for i in ids]
+        tasks[7].max_retries = 3
+        chain(*tasks)
+    result = run_on(wf, start="t0")
+    counts = _runs(result, ids)
+    assert counts.pop("t7") == 3
+    assert counts == {i: 1 for i in ids if i != "t7"}
+    assert result.channel["order"] == [*ids[:8], "t7", "t7", *ids[8:]]
+    assert result.results["t7"] == "finally"
+
+
+def test_each_task_sees_its_predecessors_result(run_on: Runner) -> None:
+    n = 40
+    with workflow("results") as wf:
+
+        def make(i: int) -> TaskWrapper:
+            def fn(ctx: Any) -> int:
+                previous = 0 if i == 0 else ctx.get_result(f"r{i - 1}")
+                return int(previous) + i
+
+            return TaskWrapper(f"r{i}", fn, inject_context=True)
+
+        chain(*[make(i) for i in range(n)])
+    result = run_on(wf, start="r0")
+    assert result.value == sum(range(n))
+
+
+def test_the_step_limit_is_exact(run_on: Runner) -> None:
+    ids = [f"t{i}" for i in range(100)]
+    with workflow("steps") as wf:
+        chain(*[_counted(i) for i in ids])
+    result = run_on(wf, start="t0", max_steps=13)
+    assert result.max_steps_reached
+    assert result.channel["order"] == ids[:13]
+
+
+def test_a_static_loop_runs_its_cycles_on_the_pool_as_in_process(run_on: Runner) -> None:
+    with workflow("loop") as wf:
+        a = _counted("a")
+        b = _counted("b")
+        c = _counted("c")
+        a >> b >> c >> a
+    result = run_on(wf, start="a", max_steps=20)
+    assert result.max_steps_reached
+    assert result.channel["order"] == (["a", "b", "c"] * 7)[:20]
+
+
+def test_a_chain_stays_on_one_worker() -> None:
+    with workflow("local") as wf:
+        chain(*[TaskWrapper(f"p{i}", os.getpid) for i in range(50)])
+    with graflow.Supervisor(2, chain_lookahead=8) as sup:
+        result = sup.run(wf, start="p0")
+        workers = set(sup.worker_pids)
+    pids = {result.results[f"p{i}"] for i in range(50)}
+    assert len(pids) == 1
+    assert pids <= workers
+
+
+def test_without_lookahead_the_same_results() -> None:
+    ids = [f"t{i}" for i in range(30)]
+    with workflow("off") as wf:
+        chain(*[_counted(i) for i in ids])
+    with graflow.Supervisor(2, chain_lookahead=0) as sup:
+        result = sup.run(wf, start="t0")
+    assert result.channel["order"] == ids
+
+
+def test_a_successor_that_kills_its_worker_ends_in_worker_lost(tmp_path: Path) -> None:
+    marks = tmp_path / "deliveries"
+
+    @task
+    def first() -> str:
+        return "fine"
+
+    def crash() -> None:
+        with marks.open("a") as fh:
+            fh.write("x\n")
+        os._exit(1)
+
+    with workflow("crash") as wf:
+        never = _counted("never")
+        first >> TaskWrapper("crash", crash) >> never
+    with (
+        graflow.Supervisor(2, max_deliveries=3, chain_lookahead=8) as sup,
+        pytest.raises(WorkerLost) as info,
+    ):
+        sup.run(wf, start="first", timeout_s=60)
+    assert info.value.task_id == "crash"
+    assert marks.read_text().count("x") == 3
