@@ -20,6 +20,7 @@ from typing import Any
 
 import cloudpickle
 
+from graflow.core.packing import PackedGraph
 from graflow.exceptions import ConfigError, GraphCompilationError
 
 __all__ = ["dumps", "dumps_run", "loads", "register_by_value"]
@@ -85,7 +86,7 @@ def dumps_run(graph: Any, handlers: dict[str, Any], destination: str) -> tuple[b
     ConfigError for a handler that cannot.
     """
     try:
-        graph_blob = dumps(graph)
+        graph_blob = dumps(PackedGraph(graph))
     except Exception as exc:
         raise GraphCompilationError(
             f"the workflow cannot be sent to {destination}: {_unpicklable_node(graph)}: "

@@ -36,7 +36,7 @@ from graflow.core.cycle import base_task_id
 from graflow.core.handler import TaskHandler, TaskResult
 from graflow.core.handlers.direct import DirectTaskHandler
 from graflow.core.lookahead import ChainLookahead, lookahead_depth
-from graflow.core.policy import resolve_group_policy
+from graflow.core.policy import GroupExecutionPolicy, StrictGroupPolicy, resolve_group_policy
 from graflow.core.spec import CheckpointRequest, Command, CommandKind, Completion, WorkItem
 from graflow.core.task import Executable, ParallelGroup, SequentialTask, TaskWrapper
 from graflow.core.workflow import get_current_workflow_context
@@ -95,6 +95,7 @@ class _Frame:
         "error",
         "group",
         "inline",
+        "light",
         "member_id",
         "queue",
         "timers",
@@ -114,12 +115,15 @@ class _Frame:
         # Which backend runs this frame's tasks ("" = the run's own; else a group's, by name).
         self.backend = ""
         self.error: GraflowRuntimeError | None = None
+        # The stand-in of a group's light members (see _start_light_members): no queue of
+        # its own; a member that fails or issues a command gets a frame of its own then.
+        self.light = False
 
 
 class _GroupRun:
     """A parallel group in progress: its frames and the results of finished members."""
 
-    __slots__ = ("exe", "member_ids", "outcomes", "parent", "pending", "started")
+    __slots__ = ("exe", "failures", "member_ids", "outcomes", "parent", "pending", "started")
 
     def __init__(self, exe: ParallelGroup, parent: _Frame) -> None:
         self.exe = exe
@@ -127,6 +131,7 @@ class _GroupRun:
         self.member_ids = [m.task_id for m in exe.tasks]
         self.pending = len(self.member_ids)
         self.outcomes: dict[str, GraflowRuntimeError | None] = {}  # member -> its error
+        self.failures = 0
         self.started = time.time()
 
 
@@ -216,6 +221,7 @@ class _Scheduler:
         self.prepare_kwargs = bool(getattr(self.backend, "prepares_kwargs", False))
         depth = lookahead_depth(self.backend)
         self.lookahead = ChainLookahead(depth) if depth else None
+        self.light_members = bool(getattr(self.backend, "light_members", False))
         current = get_current_workflow_context()
         self.in_block = current is not None and current.graph is self.graph
         queue = getattr(context.task_queue, "ids", None)
@@ -406,7 +412,7 @@ class _Scheduler:
             completion = backend.submit(item, exe, frame.inline)
             if completion is not None:
                 self._apply(completion)
-            elif self.lookahead is not None and not frame.backend:
+            elif self.lookahead is not None and not frame.backend and self.succ.get(task_id):
                 self.lookahead.extend(self, frame, item)
             if self.stopped:
                 return
@@ -493,29 +499,70 @@ class _Scheduler:
         if entry is None:
             return  # a late duplicate (e.g. a redelivered task finished twice)
         frame, item = entry
+        if frame.light:
+            if completion.ok and not completion.commands:
+                self._finish_light(frame, item.task_id, completion)
+                return
+            frame = self._own_frame(frame, item.task_id)
         self.pending_by_backend[frame.backend] -= 1
-        lookahead = self.lookahead
         if completion.void:
-            if lookahead is not None:
-                lookahead.on_void(self, item)
+            if self.lookahead is not None:
+                self.lookahead.on_void(self, item)
             return
         frame.busy = False
         self.stats.tasks_run += 1
-        commands = completion.commands
-        if lookahead is not None and (not completion.ok or commands):
-            lookahead.on_completion(self, frame, item.seq, clean=False)
+        if not completion.ok or completion.commands:
+            self._apply_unclean(frame, item, completion)
+            return
+        if not completion.stored:
+            self.context.set_result(item.task_id, completion.value)
+        self.context._goto_called = False  # the flag describes the last finished task
+        self._finish(frame, item.task_id, completion.value, goto=False)
+        lookahead = self.lookahead
+        if lookahead is not None and item.seq in lookahead.child_of:
+            lookahead.on_completion(self, frame, item.seq, clean=True)
+
+    def _apply_unclean(self, frame: _Frame, item: WorkItem, completion: Completion) -> None:
+        """A task failed or issued commands."""
+        if self.lookahead is not None:
+            self.lookahead.on_completion(self, frame, item.seq, clean=False)
         if not completion.ok:
             self._on_failure(frame, item.task_id, completion.error, completion.traceback)
             return
         if not completion.stored:
             self.context.set_result(item.task_id, completion.value)
-        if commands:
-            self._finish_with_commands(frame, item.task_id, completion.value, commands)
-        else:
-            self.context._goto_called = False  # the flag describes the last finished task
-            self._finish(frame, item.task_id, completion.value, goto=False)
-            if lookahead is not None and item.seq in lookahead.child_of:
-                lookahead.on_completion(self, frame, item.seq, clean=True)
+        assert completion.commands is not None
+        self._finish_with_commands(frame, item.task_id, completion.value, completion.commands)
+
+    def _finish_light(self, stand_in: _Frame, task_id: str, completion: Completion) -> None:
+        """A light member finished cleanly: its branch is over (the _finish path, inlined)."""
+        self.pending_by_backend[stand_in.backend] -= 1
+        self.stats.tasks_run += 1
+        ctx = self.context
+        if not completion.stored:
+            ctx.set_result(task_id, completion.value)
+        ctx._goto_called = False
+        if task_id not in ctx._completed_set:
+            ctx._completed_set.add(task_id)
+            ctx.completed_tasks.append(task_id)
+        ctx.steps += 1
+        run = stand_in.group
+        assert run is not None
+        if task_id not in run.outcomes:
+            run.outcomes[task_id] = None
+            run.pending -= 1
+            if run.pending == 0:
+                self._finish_group(run)
+        if self.checkpointer is not None:
+            self.checkpointer.tick(self)
+
+    @staticmethod
+    def _own_frame(stand_in: _Frame, task_id: str) -> _Frame:
+        """The frame of a light member that needs one (it failed or issued commands)."""
+        frame = _Frame(deque(), stand_in.group, task_id)
+        frame.backend = stand_in.backend
+        frame.busy = True
+        return frame
 
     def _finish_with_commands(
         self, frame: _Frame, task_id: str, value: Any, commands: list[Command]
@@ -657,11 +704,48 @@ class _Scheduler:
             self._finish_group(run)
             return
         key = self._branch_backend(parent, group)
-        for member_id in run.member_ids:
+        members = run.member_ids
+        if self.light_members and not key and group.execution_backend != "direct":
+            members = self._start_light_members(run)
+        for member_id in members:
             frame = _Frame(deque((member_id,)), run, member_id)
             frame.backend = key
             frame.waiting = True
             self.ready.append(frame)
+
+    def _start_light_members(self, run: _GroupRun) -> list[str]:
+        """Submit the members that need no frame; return the others.
+
+        A light member is a plain task with no successor and no timeout: its branch is the
+        task alone, so it runs under one stand-in frame for the group, and only a member
+        that fails or issues a command gets a frame of its own (``_own_frame``). This saves
+        a frame and a pass through the ready queue per member of a wide group.
+        """
+        ctx = self.context
+        stand_in = _Frame(deque(), run, "")
+        stand_in.light = True
+        stand_in.busy = True
+        rest: list[str] = []
+        succ = self.succ
+        inflight = self.inflight
+        submit = self.backend.submit
+        count = 0
+        for member_id in run.member_ids:
+            exe = self.nodes.get(member_id, {}).get("task")
+            if (
+                type(exe) is not TaskWrapper
+                or succ.get(member_id)
+                or exe.timeout_s is not None
+                or ctx.steps + len(inflight) >= ctx.max_steps
+            ):
+                rest.append(member_id)
+                continue
+            item = self._make_item(member_id, exe, stand_in)
+            inflight[item.seq] = (stand_in, item)
+            submit(item, exe, False)
+            count += 1
+        self.pending_by_backend[""] += count
+        return rest
 
     @staticmethod
     def _branch_backend(parent: _Frame, group: ParallelGroup) -> str:
@@ -675,6 +759,8 @@ class _Scheduler:
         if not frame.dead and (frame.timers or frame.busy):
             return
         run.outcomes[frame.member_id] = frame.error
+        if frame.error is not None:
+            run.failures += 1
         run.pending -= 1
         if run.pending == 0:
             self._finish_group(run)
@@ -683,6 +769,22 @@ class _Scheduler:
         group = run.exe
         parent = run.parent
         parent.busy = False
+        policy = resolve_group_policy(group.policy)
+        if type(policy) is StrictGroupPolicy and not run.failures and not run.pending:
+            pass  # every member succeeded: nothing for the default policy to decide
+        else:
+            try:
+                self._apply_group_policy(run, policy)
+            except ParallelGroupError as exc:
+                self._on_failure(parent, group.task_id, exc)
+                return
+            except (ValueError, TypeError) as exc:
+                self._fail_frame(parent, as_runtime_error(exc))
+                return
+        self.context.set_result(group.task_id, None)
+        self._finish(parent, group.task_id, None, goto=False)
+
+    def _apply_group_policy(self, run: _GroupRun, policy: GroupExecutionPolicy) -> None:
         now = time.time()
         results = {
             mid: TaskResult(
@@ -697,17 +799,7 @@ class _Scheduler:
             if mid in run.outcomes
             for error in (run.outcomes[mid],)
         }
-        try:
-            policy = resolve_group_policy(group.policy)
-            policy.on_group_finished(group.task_id, list(run.member_ids), results, self.context)
-        except ParallelGroupError as exc:
-            self._on_failure(parent, group.task_id, exc)
-            return
-        except (ValueError, TypeError) as exc:
-            self._fail_frame(parent, as_runtime_error(exc))
-            return
-        self.context.set_result(group.task_id, None)
-        self._finish(parent, group.task_id, None, goto=False)
+        policy.on_group_finished(run.exe.task_id, list(run.member_ids), results, self.context)
 
     # -- checkpoints (graflow.core.checkpoint) ------------------------------------------
     def owns_thread(self) -> bool:
@@ -736,7 +828,7 @@ class _Scheduler:
         tail: dict[int, list[str]] = {}
         unresolved = self.lookahead.is_unresolved if self.lookahead is not None else None
         in_flight = [
-            (frame, item.task_id)
+            (self._own_frame(frame, item.task_id) if frame.light else frame, item.task_id)
             for frame, item in self.inflight.values()
             if unresolved is None or not unresolved(item.seq)
         ]
@@ -788,6 +880,7 @@ class _Scheduler:
         run = _GroupRun(group, parent)
         for member, error in state["finished"].items():
             run.outcomes[member] = None if error is None else GraflowRuntimeError(error)
+            run.failures += error is not None
         run.pending = len(state["branches"])
         key = self._branch_backend(parent, group)
         for branch in state["branches"]:

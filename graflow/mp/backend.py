@@ -54,6 +54,7 @@ class ProcessBackend:
 
     prepares_kwargs = True
     chain_lookahead = 8
+    light_members = True  # wide groups of plain tasks skip the per-member frame
 
     def __init__(self, supervisor: Supervisor, timeout_s: float | None) -> None:
         self.sup = supervisor
