@@ -69,13 +69,16 @@ progress: on a terminal, a live line on stderr (done, queued, running, failed, r
 _SUPERVISOR_EXAMPLE = """examples:
   graflow supervisor --redis redis://redis:6379/0 --processes 8 --queue default
   graflow supervisor --redis redis://redis:6379/0 --metrics-port 9464   # then scrape /metrics
+  graflow supervisor --redis redis+cluster://r1:7000,r2:7000,r3:7000
+  graflow supervisor --redis rediss://graflow:PASSWORD@redis:6380/0 --redis-ca-cert ca.pem
 
 metrics: graflow_tasks_total{queue,status=started|succeeded|failed|retried},
   graflow_task_duration_seconds (histogram), graflow_queue_depth, graflow_tasks_in_flight,
   graflow_dead_letters, graflow_worker_deaths_total, graflow_redis_up
 
 environment: GRAFLOW_REDIS_URL (or REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_PASSWORD),
-  GRAFLOW_QUEUE, MAX_CONCURRENT_TASKS, WORKER_ID, GRAFLOW_SECRET, GRAFLOW_SECRET_FILE
+  GRAFLOW_REDIS_CA_CERT, GRAFLOW_REDIS_CERT, GRAFLOW_REDIS_KEY, GRAFLOW_QUEUE,
+  MAX_CONCURRENT_TASKS, WORKER_ID, GRAFLOW_SECRET, GRAFLOW_SECRET_FILE
 """
 _STATUS_EXAMPLE = """examples:
   graflow status --redis redis://localhost:6379/0
@@ -142,10 +145,31 @@ def _common(verbose_default: Any) -> argparse.ArgumentParser:
     return common
 
 
-def _redis_options(parser: argparse.ArgumentParser, queue_help: str) -> None:
-    parser.add_argument(
-        "--redis", metavar="URL", help="redis://[user:password@]host:port/db (or GRAFLOW_REDIS_URL)"
+_URL_HELP = (
+    "redis://[user:password@]host:port/db, rediss://... (TLS) or "
+    "redis+cluster://host:port[,host:port...] (or GRAFLOW_REDIS_URL)"
+)
+
+
+def _tls_options(parser: argparse.ArgumentParser) -> None:
+    """The certificate files of a rediss:// connection, on every command that takes a URL."""
+    tls = parser.add_argument_group("TLS (rediss:// and rediss+cluster:// URLs)")
+    tls.add_argument(
+        "--redis-ca-cert",
+        metavar="PEM",
+        help="CA certificate that signed the server's (or GRAFLOW_REDIS_CA_CERT)",
     )
+    tls.add_argument(
+        "--redis-cert", metavar="PEM", help="client certificate (or GRAFLOW_REDIS_CERT)"
+    )
+    tls.add_argument(
+        "--redis-key", metavar="PEM", help="client certificate's key (or GRAFLOW_REDIS_KEY)"
+    )
+
+
+def _redis_options(parser: argparse.ArgumentParser, queue_help: str) -> None:
+    parser.add_argument("--redis", metavar="URL", help=_URL_HELP)
+    _tls_options(parser)
     parser.add_argument("--queue", metavar="NAME", help=queue_help)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -167,7 +191,10 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
         type=_at_least(0, int),
         help="local worker processes (default: one per core; 0: in this process)",
     )
-    where.add_argument("--redis", metavar="URL", help="run on the nodes serving this Redis")
+    where.add_argument(
+        "--redis", metavar="URL", help="run on the nodes serving this Redis: " + _URL_HELP
+    )
+    _tls_options(run)
     run.add_argument("--queue", metavar="NAME", help="Redis queue name (default: default)")
     run.add_argument("--start", metavar="ID", help="start task id")
     run.add_argument(
@@ -224,7 +251,8 @@ def _add_supervisor(sub: Any, common: argparse.ArgumentParser) -> None:
         epilog=_SUPERVISOR_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sup.add_argument("--redis", metavar="URL", help="redis://[user:password@]host:port/db")
+    sup.add_argument("--redis", metavar="URL", help=_URL_HELP)
+    _tls_options(sup)
     sup.add_argument("--processes", type=_at_least(1, int), help="worker processes (default: 1)")
     sup.add_argument("--queue", help="queue name (default: default)")
     sup.add_argument("--node-id", help="name of this node (default: host-pid-random)")

@@ -5,11 +5,67 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import quote
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
 
 from graflow.exceptions import ConfigError
 
-__all__ = ["Settings"]
+__all__ = ["REDIS_URL_SCHEMES", "RedisTLS", "Settings", "redact_url", "url_password_forms"]
+
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+"""What a Redis URL may start with: one server, over TLS, a socket, or a Redis Cluster."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its user and password replaced by ``***`` (for messages and logs)."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    if not sep or "@" not in netloc:
+        return url
+    return f"{scheme}://***@{netloc.rsplit('@', 1)[1]}{slash}{path}"
+
+
+def url_password_forms(url: str | None) -> list[str]:
+    """The password of a Redis URL as written, decoded and re-encoded (to redact them)."""
+    if not url:
+        return []
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if not password:
+        return []
+    return [password, unquote(password), quote(unquote(password), safe="")]
+
+
+@dataclass(frozen=True)
+class RedisTLS:
+    """The certificate files of a TLS connection to Redis (``rediss://``); None: not given.
+
+    ``ca_cert`` verifies the server (default: the system's CAs); ``cert`` and ``key`` are
+    this client's certificate and private key, for servers that ask for one.
+    """
+
+    ca_cert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("ca_cert", "cert", "key"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                flag, env = name.replace("_", "-"), name.upper()
+                raise ConfigError(f"--redis-{flag} / GRAFLOW_REDIS_{env} {path!r}: no such file")
+        if (self.cert is None) != (self.key is None):
+            raise ConfigError(
+                "--redis-cert and --redis-key (GRAFLOW_REDIS_CERT, GRAFLOW_REDIS_KEY) go "
+                "together: give both or neither"
+            )
+
+    @property
+    def is_set(self) -> bool:
+        """True if any file is given."""
+        return any((self.ca_cert, self.cert, self.key))
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
@@ -38,6 +94,9 @@ class Settings:
     grace_s: float = 10.0
     runtime_dir: str | None = None
     """Where per-user runtime files (run locks) go: ``$XDG_RUNTIME_DIR`` when set."""
+    redis_ca_cert: str | None = None
+    redis_cert: str | None = None
+    redis_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.processes is not None and self.processes < 1:
@@ -50,10 +109,14 @@ class Settings:
             raise ConfigError(f"lease_s must be > 0, got {self.lease_s}")
         if self.max_deliveries < 1:
             raise ConfigError(f"max_deliveries must be >= 1, got {self.max_deliveries}")
-        if self.redis_url is not None and not self.redis_url.startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            raise ConfigError("redis URL must start with redis://, rediss:// or unix://")
+        if self.redis_url is not None and not self.redis_url.startswith(REDIS_URL_SCHEMES):
+            raise ConfigError(f"redis URL must start with {', '.join(REDIS_URL_SCHEMES)}")
+        RedisTLS(self.redis_ca_cert, self.redis_cert, self.redis_key)  # checks the files now
+
+    @property
+    def redis_tls(self) -> RedisTLS:
+        """The TLS files of the Redis connection."""
+        return RedisTLS(self.redis_ca_cert, self.redis_cert, self.redis_key)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,14 +139,14 @@ class Settings:
             secret=env.get("GRAFLOW_SECRET") or None,
             secret_file=env.get("GRAFLOW_SECRET_FILE") or None,
             runtime_dir=env.get("XDG_RUNTIME_DIR") or None,
+            redis_ca_cert=env.get("GRAFLOW_REDIS_CA_CERT") or None,
+            redis_cert=env.get("GRAFLOW_REDIS_CERT") or None,
+            redis_key=env.get("GRAFLOW_REDIS_KEY") or None,
         )
 
     def __repr__(self) -> str:
         # Never show the secret or a password embedded in the URL.
-        url = self.redis_url
-        if url and "@" in url:
-            scheme, _, rest = url.partition("://")
-            url = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+        url = redact_url(self.redis_url) if self.redis_url else None
         return (
             f"Settings(redis_url={url!r}, queue={self.queue!r}, processes={self.processes}, "
             f"worker_id={self.worker_id!r}, mode={self.mode!r}, "

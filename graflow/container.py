@@ -8,8 +8,9 @@
                            this node is fresh; 1 otherwise (Docker's HEALTHCHECK)
 
 Everything else comes from the environment through ``Settings.from_env`` (GRAFLOW_REDIS_URL
-or REDIS_HOST/REDIS_PORT/REDIS_DB/REDIS_PASSWORD, GRAFLOW_QUEUE, MAX_CONCURRENT_TASKS,
-WORKER_ID, GRAFLOW_SECRET, GRAFLOW_SECRET_FILE); the Redis URL is never put on a command line,
+or REDIS_HOST/REDIS_PORT/REDIS_DB/REDIS_PASSWORD, GRAFLOW_REDIS_CA_CERT, GRAFLOW_REDIS_CERT,
+GRAFLOW_REDIS_KEY, GRAFLOW_QUEUE, MAX_CONCURRENT_TASKS, WORKER_ID, GRAFLOW_SECRET,
+GRAFLOW_SECRET_FILE); the Redis URL is never put on a command line,
 where a password in it would show in ``ps``. Like ``graflow.cli``, this module is an edge:
 it reads the environment and maps errors to exit codes.
 
@@ -30,11 +31,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import FrameType
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from graflow import cli
 from graflow.config import Settings
 from graflow.exceptions import ConfigError
 from graflow.redis import keys
+from graflow.redis.connect import RedisClient
+from graflow.redis.connect import client as redis_client
 
 __all__ = ["default_node_id", "is_healthy", "main"]
 
@@ -55,7 +59,7 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + char if char in _GLOB_SPECIAL else char for char in text)
 
 
-def _candidate_nodes(client: redis.Redis, settings: Settings, hostname: str) -> list[str]:
+def _candidate_nodes(client: RedisClient, settings: Settings, hostname: str) -> list[str]:
     """This container's node ids: WORKER_ID, or the registered ids that start with the host."""
     if settings.worker_id:
         return [settings.worker_id]
@@ -84,11 +88,10 @@ def is_healthy(settings: Settings, hostname: str, *, now: float | None = None) -
     """
     if not settings.redis_url:
         return False, "no Redis configured (GRAFLOW_REDIS_URL or REDIS_HOST)"
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=_HEALTH_TIMEOUT_S,
-        socket_connect_timeout=_HEALTH_TIMEOUT_S,
-    )
+    try:
+        client = redis_client(settings.redis_url, settings.redis_tls, timeout_s=_HEALTH_TIMEOUT_S)
+    except (redis.RedisError, RedisClusterException) as exc:
+        return False, f"Redis does not answer: {exc}"
     try:
         client.ping()
         if settings.mode == "producer":
@@ -139,7 +142,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m graflow.container",
         description="Run a graflow worker node or producer as GRAFLOW_MODE says.",
         epilog="environment: GRAFLOW_MODE=worker|producer, GRAFLOW_TARGET (producer), "
-        "GRAFLOW_REDIS_URL or REDIS_HOST/REDIS_PORT/REDIS_DB/REDIS_PASSWORD, GRAFLOW_QUEUE, "
+        "GRAFLOW_REDIS_URL or REDIS_HOST/REDIS_PORT/REDIS_DB/REDIS_PASSWORD, "
+        "GRAFLOW_REDIS_CA_CERT, GRAFLOW_REDIS_CERT, GRAFLOW_REDIS_KEY, GRAFLOW_QUEUE, "
         "MAX_CONCURRENT_TASKS, WORKER_ID, GRAFLOW_SECRET, GRAFLOW_SECRET_FILE",
     )
     parser.add_argument(

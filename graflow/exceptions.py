@@ -26,6 +26,10 @@ __all__ = [
     "LockHeld",
     "ParallelGroupError",
     "PoisonMessage",
+    "RedisAccessError",
+    "RedisAuthError",
+    "RedisPermissionError",
+    "RedisTLSError",
     "RejectedBlob",
     "RetryLimitExceededError",
     "RunInterrupted",
@@ -300,6 +304,27 @@ class BackendError(GraflowError):
 
 class BackendUnavailable(BackendError):
     """Raised when a backend cannot be reached (Redis down, pool shut down)."""
+
+
+class RedisAccessError(BackendUnavailable):
+    """Raised when Redis is there but refuses graflow: credentials, certificates or ACL rights.
+
+    A BackendUnavailable (the command line exits 4, as for a Redis that does not answer)
+    whose message says what to change: the URL, the TLS files or the server's ACL. No
+    message shows the password.
+    """
+
+
+class RedisAuthError(RedisAccessError):
+    """Raised when Redis refuses the username or password of the URL (or needs one)."""
+
+
+class RedisTLSError(RedisAccessError):
+    """Raised when the TLS handshake with Redis fails: an untrusted or unreadable certificate."""
+
+
+class RedisPermissionError(RedisAccessError):
+    """Raised when the Redis user may not run a command graflow needs or touch graflow's keys."""
 
 
 class BarrierTimeout(BackendError):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graflow.channels.base import Channel
+from graflow.config import RedisTLS
 from graflow.core.checkpoint import Checkpointer
 from graflow.core.context import ExecutionContext
 from graflow.core.engine import RunStats, WorkflowEngine
@@ -233,6 +234,7 @@ def run(
     start_method: str | None = None,
     engine: WorkflowEngine | None = None,
     redis: str | None = None,
+    redis_tls: RedisTLS | None = None,
     queue: str = "default",
     secret: str | bytes | None = None,
     secret_file: str | None = None,
@@ -247,7 +249,9 @@ def run(
     expression. ``processes=None`` uses every core, ``processes=0`` runs in this process.
     With ``redis="redis://host:port/db"`` the tasks run on the nodes serving ``queue``
     (``graflow supervisor --redis URL``); blobs are signed with ``secret``/``secret_file``
-    (default: a per-user secret file, fine on one host).
+    (default: a per-user secret file, fine on one host). ``redis`` may also be
+    ``rediss://`` (TLS: ``redis_tls`` names the CA, client certificate and key files) or
+    ``redis+cluster://host:port[,host:port...]`` (a Redis Cluster).
     Raises what ``wf.execute()`` raises when a task fails. ``engine`` lends its registered
     task handlers to the run.
 
@@ -261,7 +265,7 @@ def run(
     """
     if processes is not None and processes < 0:
         raise ConfigError(f"processes must be >= 0, got {processes}")
-    options = {"secret": secret, "secret_file": secret_file}
+    options = {"secret": secret, "secret_file": secret_file, "redis_tls": redis_tls}
     checkpointer = _open_checkpoint(
         target, start, checkpoint, checkpoint_every_s, resume, fresh, options
     )
@@ -278,6 +282,7 @@ def run(
             graph,
             start_node,
             url=redis,
+            tls=redis_tls,
             queue=queue,
             secret=secret,
             secret_file=secret_file,

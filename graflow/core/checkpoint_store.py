@@ -226,6 +226,8 @@ _STORE_MODULES: Final = {
     "redis": "graflow.redis.checkpoint",
     "rediss": "graflow.redis.checkpoint",
     "unix": "graflow.redis.checkpoint",
+    "redis+cluster": "graflow.redis.checkpoint",
+    "rediss+cluster": "graflow.redis.checkpoint",
 }
 
 

@@ -10,7 +10,7 @@ from graflow.config import Settings
 from graflow.exceptions import ConfigError
 from graflow.ops import EXIT_FAILED, EXIT_OK
 from graflow.ops.console import Console
-from graflow.ops.run import redis_url_of
+from graflow.ops.run import redis_tls_of, redis_url_of
 from graflow.ops.view import (
     dead_letter_json,
     dead_letter_text,
@@ -29,7 +29,7 @@ def _client(args: argparse.Namespace, env: Settings) -> Any:
     url = redis_url_of(args.redis, env)
     if not url:
         raise ConfigError("--redis URL is required (or GRAFLOW_REDIS_URL / REDIS_HOST)")
-    return open_client(url)
+    return open_client(url, redis_tls_of(args, env))
 
 
 def _queue(name: str) -> str:

@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TextIO
-from urllib.parse import quote, unquote, urlsplit
+
+from graflow.config import url_password_forms
 
 __all__ = ["LogHandler", "Redactor", "RunTag", "configure_logging", "secrets_in"]
 
@@ -47,14 +48,7 @@ class Redactor:
 def secrets_in(redis_url: str | None, secret: str | None) -> list[str]:
     """The strings to keep out of logs: the URL's password (as written and decoded), ``secret``."""
     found = [secret] if secret else []
-    if redis_url:
-        try:
-            password = urlsplit(redis_url).password
-        except ValueError:
-            password = None
-        if password:
-            found += [password, unquote(password), quote(unquote(password), safe="")]
-    return found
+    return found + url_password_forms(redis_url)
 
 
 class RunTag:

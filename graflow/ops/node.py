@@ -9,9 +9,9 @@ from graflow.config import Settings
 from graflow.exceptions import ConfigError
 from graflow.ops.console import Console
 from graflow.ops.metrics import NodeMetrics, serve_metrics
-from graflow.ops.run import redis_url_of
+from graflow.ops.run import redis_tls_of, redis_url_of
+from graflow.redis.connect import connect
 from graflow.redis.node import NodeSettings, run_node
-from graflow.redis.producer import connect
 from graflow.redis.signing import load_secret
 from graflow.redis.status import open_client
 
@@ -24,6 +24,7 @@ def _node_settings(args: argparse.Namespace, env: Settings) -> Settings:
     url = redis_url_of(args.redis, env)
     if not url:
         raise ConfigError("--redis URL is required (or GRAFLOW_REDIS_URL / REDIS_HOST)")
+    tls = redis_tls_of(args, env)
     return Settings(
         redis_url=url,
         queue=args.queue or env.queue,
@@ -34,11 +35,15 @@ def _node_settings(args: argparse.Namespace, env: Settings) -> Settings:
         lease_s=args.lease_s,
         max_deliveries=args.max_deliveries,
         grace_s=args.grace_s,
+        redis_ca_cert=tls.ca_cert,
+        redis_cert=tls.cert,
+        redis_key=tls.key,
     )
 
 
-def _serve_metrics(args: argparse.Namespace, url: str, queue: str) -> NodeMetrics:
-    metrics = NodeMetrics(open_client(url), queue)
+def _serve_metrics(args: argparse.Namespace, env: Settings, queue: str) -> NodeMetrics:
+    url = env.redis_url or ""
+    metrics = NodeMetrics(open_client(url, env.redis_tls), queue)
     try:
         port = serve_metrics(metrics, args.metrics_addr, args.metrics_port)
     except OSError as exc:
@@ -55,13 +60,14 @@ def supervisor_command(args: argparse.Namespace, env: Settings, console: Console
     settings = _node_settings(args, env)
     url = settings.redis_url or ""
     secret = load_secret(settings.secret, settings.secret_file)
-    connect(url)  # fail fast (exit 4) when Redis is not there
+    connect(url, settings.redis_tls)  # fail fast: exit 4 when Redis is not there, 2 if it refuses
     metrics = None
     if args.metrics_port is not None:
-        metrics = _serve_metrics(args, url, settings.queue)
+        metrics = _serve_metrics(args, settings, settings.queue)
     node = NodeSettings(
         url=url,
         queue=settings.queue,
+        tls=settings.redis_tls,
         processes=settings.processes or 1,
         node_id=settings.worker_id,
         lease_ms=int(settings.lease_s * 1000),

@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any
 
 from graflow import runner
-from graflow.config import Settings
+from graflow.config import REDIS_URL_SCHEMES, RedisTLS, Settings
 from graflow.core.engine import WorkflowEngine
 from graflow.exceptions import (
     BackendUnavailable,
@@ -47,12 +47,10 @@ from graflow.ops.report import (
     traceback_of,
 )
 from graflow.ops.target import load_target
+from graflow.redis.connect import connect
 from graflow.redis.lock import RedisRunLock
-from graflow.redis.producer import connect
 
-__all__ = ["parse_sets", "run_command"]
-
-_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+__all__ = ["parse_sets", "redis_tls_of", "redis_url_of", "run_command"]
 
 
 def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
@@ -73,22 +71,31 @@ def redis_url_of(flag_value: str | None, env: Settings) -> str | None:
     """``--redis URL`` if given (checked, naming the flag), else the environment's URL."""
     if flag_value is None:
         return env.redis_url
-    if not flag_value.startswith(_URL_SCHEMES):
+    if not flag_value.startswith(REDIS_URL_SCHEMES):
         scheme = flag_value.partition("://")[0] if "://" in flag_value else flag_value[:12]
         raise ConfigError(
-            f"--redis: the URL must start with redis://, rediss:// or unix:// (got {scheme!r})"
+            f"--redis: the URL must start with {', '.join(REDIS_URL_SCHEMES)} (got {scheme!r})"
         )
     return flag_value
 
 
+def redis_tls_of(args: argparse.Namespace, env: Settings) -> RedisTLS:
+    """The TLS files of ``--redis-ca-cert``/``--redis-cert``/``--redis-key``, else the env's."""
+    return RedisTLS(
+        getattr(args, "redis_ca_cert", None) or env.redis_ca_cert,
+        getattr(args, "redis_cert", None) or env.redis_cert,
+        getattr(args, "redis_key", None) or env.redis_key,
+    )
+
+
 @contextlib.contextmanager
-def _lock(name: str | None, redis_url: str | None, env: Settings) -> Iterator[None]:
+def _lock(name: str | None, redis_url: str | None, tls: RedisTLS, env: Settings) -> Iterator[None]:
     if not name:
         yield
         return
     check_lock_name(name)
     if redis_url:
-        with RedisRunLock(connect(redis_url), name):
+        with RedisRunLock(connect(redis_url, tls), name):
             yield
     else:
         with FileRunLock(lock_dir(env.runtime_dir), name):
@@ -130,6 +137,7 @@ def _execute(
         initial_channel=initial,
         timeout_s=args.timeout_s,
         redis=redis_url,
+        redis_tls=redis_tls_of(args, env),
         queue=args.queue or env.queue,
         secret=env.secret,
         secret_file=args.secret_file or env.secret_file,
@@ -197,7 +205,7 @@ def run_command(args: argparse.Namespace, env: Settings, console: Console) -> in
         redis_url = None if args.processes is not None else redis_url_of(args.redis, env)
         with (
             _sigterm_interrupts(),
-            _lock(args.lock, redis_url, env),
+            _lock(args.lock, redis_url, redis_tls_of(args, env), env),
             _watching(args, console, watch),
         ):
             result = _execute(args, env, redis_url, watch)

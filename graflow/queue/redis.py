@@ -35,7 +35,8 @@ from graflow.queue.base import TaskQueue, TaskSpec, TaskStatus
 from graflow.queue.factory import TaskQueueFactory
 from graflow.redis import keys
 from graflow.redis.backend import RUN_TTL_S, StoredValue
-from graflow.redis.channel import RedisChannel, binary_client
+from graflow.redis.channel import RedisChannel
+from graflow.redis.connect import OUTAGE_ERRORS, binary_client, from_spec
 from graflow.redis.queue import QueueEntry
 from graflow.redis.queue import RedisTaskQueue as StreamQueue
 from graflow.redis.runs import UnloadableRun, fetch_nodes, fetch_run
@@ -59,7 +60,7 @@ def _redis_errors(what: str) -> Iterator[None]:
     """Turn Redis client errors into graflow's backend errors."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except OUTAGE_ERRORS as exc:
         raise BackendUnavailable(f"Redis unreachable while {what}: {exc}", cause=exc) from exc
     except redis.RedisError as exc:
         raise BackendError(f"Redis failed while {what}: {exc}", cause=exc) from exc
@@ -75,12 +76,12 @@ def _client_for(
     if context is not None and isinstance(context.channel, RedisChannel):
         return context.channel.client, False
     config = context.config if context is not None else {}
-    client = redis.Redis(
-        host=str(config.get("host", host)),
-        port=int(config.get("port", port)),
-        db=int(config.get("db", db)),
-    )
-    return client, True
+    spec = {
+        "host": str(config.get("host", host)),
+        "port": int(config.get("port", port)),
+        "db": int(config.get("db", db)),
+    }
+    return from_spec(spec), True
 
 
 class RedisTaskQueue(TaskQueue):

@@ -30,6 +30,7 @@ from graflow.exceptions import (
 )
 from graflow.redis import keys
 from graflow.redis.channel import RedisChannel
+from graflow.redis.connect import OUTAGE_ERRORS, RedisClient
 from graflow.redis.queue import RedisTaskQueue
 from graflow.redis.signing import Signer
 
@@ -69,7 +70,7 @@ class RedisBackend:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         signer: Signer,
         *,
         queue: str = "default",
@@ -139,7 +140,7 @@ class RedisBackend:
     def _call(self, fn: Any, *args: Any) -> Any:
         try:
             return fn(*args)
-        except redis.ConnectionError as exc:
+        except OUTAGE_ERRORS as exc:
             raise BackendUnavailable(f"Redis is unreachable: {exc}", cause=exc) from exc
 
     def _flush(self) -> None:
@@ -212,7 +213,7 @@ class RedisBackend:
         while True:
             try:
                 return fn(*args)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except OUTAGE_ERRORS as exc:
                 self._check_run_limits()
                 logger.warning("run %s: Redis unavailable (%s); retrying", self.run_id, exc)
                 time.sleep(delay)

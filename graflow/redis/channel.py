@@ -36,6 +36,14 @@ from graflow.channels.base import Channel
 from graflow.channels.factory import ChannelFactory
 from graflow.exceptions import BackendError, BackendUnavailable, PoisonMessage, RejectedBlob
 from graflow.redis import keys
+from graflow.redis.connect import (
+    OUTAGE_ERRORS,
+    RedisClient,
+    binary_client,
+    from_spec,
+    is_cluster,
+    spec_of,
+)
 from graflow.redis.signing import Signer, load_secret
 
 __all__ = ["DEFAULT_TTL_S", "RedisChannel", "binary_client"]
@@ -139,7 +147,7 @@ def _translating_errors(
     def wrapper(self: RedisChannel, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return method(self, *args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except OUTAGE_ERRORS as exc:
             raise BackendUnavailable(
                 f"Redis unreachable for channel of run {self.name!r}", cause=exc
             ) from exc
@@ -147,43 +155,6 @@ def _translating_errors(
             raise BackendError(f"Redis failed for channel of run {self.name!r}", cause=exc) from exc
 
     return wrapper
-
-
-def binary_client(client: redis.Redis) -> redis.Redis:
-    """``client`` if it returns bytes, else a client on the same server that does."""
-    pool = client.connection_pool
-    if not pool.connection_kwargs.get("decode_responses"):
-        return client
-    settings = dict(pool.connection_kwargs, decode_responses=False)
-    return redis.Redis(
-        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **settings)
-    )
-
-
-def _connection_spec(client: redis.Redis, url: str | None) -> dict[str, Any]:
-    """What it takes to connect again to ``client``'s server from another process."""
-    if url is not None:
-        return {"url": url}
-    pool = client.connection_pool
-    settings = pool.connection_kwargs
-    spec = {
-        name: settings[name]
-        for name in ("host", "port", "db", "username", "password")
-        if settings.get(name) is not None
-    }
-    if settings.get("path"):
-        spec["unix_socket_path"] = settings["path"]
-    if issubclass(pool.connection_class, redis.SSLConnection):
-        spec["ssl"] = True
-        spec.update({name: value for name, value in settings.items() if name.startswith("ssl_")})
-    return spec
-
-
-def _connect(spec: Mapping[str, Any]) -> redis.Redis:
-    """A client (returning bytes) for a spec made by ``_connection_spec``."""
-    if "url" in spec:
-        return redis.Redis.from_url(spec["url"], decode_responses=False)
-    return redis.Redis(**spec)
 
 
 def _ttl_ms(ttl: float) -> int:
@@ -222,7 +193,7 @@ class RedisChannel(Channel):
     def __init__(
         self,
         name: str,
-        redis_client: redis.Redis | None = None,
+        redis_client: RedisClient | None = None,
         host: str = "localhost",
         port: int = 6379,
         db: int = 0,
@@ -240,17 +211,17 @@ class RedisChannel(Channel):
         if redis_client is not None:
             client = binary_client(redis_client)
         elif url is not None:
-            client = redis.Redis.from_url(url, decode_responses=False)
+            client = from_spec({"url": url})
         else:
-            client = redis.Redis(host=host, port=port, db=db)
+            client = from_spec({"host": host, "port": port, "db": db})
         self._owns_client = client is not redis_client
-        self._connection = _connection_spec(client, url)
+        self._connection = {"url": url} if url is not None else spec_of(client)
         self._attach(client)
         if kwargs:
             logger.debug("run %s: channel ignores options %s", name, sorted(kwargs))
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> RedisClient:
         """The (bytes-returning) Redis client this channel talks through."""
         return self._client
 
@@ -259,7 +230,7 @@ class RedisChannel(Channel):
         """The signer of this channel's values."""
         return self._signer
 
-    def _attach(self, client: redis.Redis) -> None:
+    def _attach(self, client: RedisClient) -> None:
         """Use ``client`` and register the channel's scripts on it."""
         self._client = client
         self._get_script = client.register_script(_GET_LUA)
@@ -282,7 +253,7 @@ class RedisChannel(Channel):
         self._signer = state["signer"]
         self._connection = state["connection"]
         self._owns_client = True
-        self._attach(_connect(self._connection))
+        self._attach(from_spec(self._connection))
 
     @_translating_errors
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
@@ -365,7 +336,10 @@ class RedisChannel(Channel):
             batch = names[start : start + _SCAN_COUNT]
             pipe = self._client.pipeline(transaction=False)
             for name in batch:
-                self._get_script(keys=[name], client=pipe)
+                if is_cluster(pipe):  # a cluster pipeline refuses EVALSHA; one slot, one node
+                    pipe.eval(_GET_LUA, 1, name)
+                else:
+                    self._get_script(keys=[name], client=pipe)
             for name, reply in zip(batch, pipe.execute(), strict=True):
                 if reply is not None:
                     key = name[self._key_start :].decode()
@@ -472,7 +446,12 @@ class RedisChannel(Channel):
     def _scan(self) -> Iterator[bytes]:
         """The Redis names of the run's channel keys, by SCAN MATCH."""
         pattern = keys.channel_pattern(self.name)
-        yield from self._client.scan_iter(match=pattern, count=_SCAN_COUNT)
+        if is_cluster(self._client):  # the run's keys share a slot: scan its node only
+            prefix = keys.run_prefix(self.name)
+            node = self._client.get_node_from_key(prefix)  # type: ignore[no-untyped-call]  # redis-py
+            yield from self._client.scan_iter(match=pattern, count=_SCAN_COUNT, target_nodes=node)
+        else:
+            yield from self._client.scan_iter(match=pattern, count=_SCAN_COUNT)
 
     def _encode(self, value: Any) -> bytes:
         """``value`` as stored in a string key or list item (see the module docstring)."""

@@ -13,7 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from redis.exceptions import RedisClusterException
 
+from graflow.config import RedisTLS
 from graflow.core.checkpoint_store import STORE_FACTORIES
 from graflow.exceptions import (
     BackendUnavailable,
@@ -24,6 +26,7 @@ from graflow.exceptions import (
 )
 from graflow.redis import keys
 from graflow.redis.channel import DEFAULT_TTL_S
+from graflow.redis.connect import OUTAGE_ERRORS, client
 from graflow.redis.signing import Signer, load_secret
 
 __all__ = ["RedisCheckpointStore"]
@@ -32,16 +35,27 @@ __all__ = ["RedisCheckpointStore"]
 class RedisCheckpointStore:
     """A checkpoint in one Redis key, replaced in one transaction and signed."""
 
-    def __init__(self, location: str, signer: Signer, *, ttl_s: float = DEFAULT_TTL_S) -> None:
+    def __init__(
+        self,
+        location: str,
+        signer: Signer,
+        *,
+        ttl_s: float = DEFAULT_TTL_S,
+        tls: RedisTLS | None = None,
+    ) -> None:
         url, _, name = location.partition("#")
         self.location = location
         self.key = keys.checkpoint(name or "default")
         self.signer = signer
         self.ttl_s = ttl_s
         try:
-            self.client: Any = redis.Redis.from_url(url)
-        except ValueError as exc:
-            raise ConfigError(f"checkpoint {location!r}: invalid Redis URL: {exc}") from exc
+            self.client: Any = client(url, tls)
+        except ConfigError as exc:
+            raise ConfigError(f"checkpoint {location!r}: {exc}") from None
+        except (redis.RedisError, RedisClusterException) as exc:
+            raise BackendUnavailable(
+                f"checkpoint {location}: Redis is unreachable: {exc}", cause=exc
+            ) from exc
 
     def read(self) -> bytes | None:
         """The checkpoint's bytes (signature checked), or None if there is none."""
@@ -62,7 +76,7 @@ class RedisCheckpointStore:
     def _call(self, fn: Any, *args: Any) -> Any:
         try:
             return fn(*args)
-        except redis.ConnectionError as exc:
+        except OUTAGE_ERRORS as exc:
             raise BackendUnavailable(
                 f"checkpoint {self.location}: Redis is unreachable: {exc}", cause=exc
             ) from exc
@@ -74,8 +88,9 @@ def _open(location: str, options: dict[str, Any]) -> RedisCheckpointStore:
     signer = options.get("signer")
     if not isinstance(signer, Signer):
         signer = Signer(load_secret(options.get("secret"), options.get("secret_file")))
-    return RedisCheckpointStore(location, signer)
+    tls = options.get("redis_tls")
+    return RedisCheckpointStore(location, signer, tls=tls if isinstance(tls, RedisTLS) else None)
 
 
-for _scheme in ("redis", "rediss", "unix"):
+for _scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
     STORE_FACTORIES[_scheme] = _open

@@ -27,7 +27,8 @@ from redis.client import PubSub
 from graflow.core.handler import TaskResult
 from graflow.exceptions import BackendError, BackendUnavailable, BarrierTimeout, PoisonMessage
 from graflow.redis import keys
-from graflow.redis.channel import DEFAULT_TTL_S, binary_client
+from graflow.redis.channel import DEFAULT_TTL_S
+from graflow.redis.connect import OUTAGE_ERRORS, RedisClient, binary_client
 from graflow.redis.signing import Signer, load_secret
 
 __all__ = ["RedisCoordinator", "record_task_completion"]
@@ -65,7 +66,7 @@ class RedisCoordinator:
 
     def __init__(
         self,
-        redis_client: redis.Redis,
+        redis_client: RedisClient,
         run_id: str,
         *,
         signer: Signer | None = None,
@@ -198,7 +199,7 @@ class RedisCoordinator:
         """``function(*args, **kwargs)`` with Redis errors turned into backend errors."""
         try:
             return function(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except OUTAGE_ERRORS as exc:
             raise BackendUnavailable(
                 f"Redis unreachable in run {self.run_id!r}", cause=exc
             ) from exc
@@ -234,7 +235,7 @@ class _Waiter:
             if self.pubsub is None:
                 self.pubsub = self.coordinator._subscribe(self.group_id)
             self.last = self.coordinator.count(self.group_id)
-        except (redis.ConnectionError, redis.TimeoutError, BackendUnavailable) as exc:
+        except (*OUTAGE_ERRORS, BackendUnavailable) as exc:
             self._outage(exc)
             return False
         self.outage_since = None
@@ -252,7 +253,7 @@ class _Waiter:
             try:
                 self.pubsub.get_message(timeout=wait_s)
                 return
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except OUTAGE_ERRORS as exc:
                 self._outage(exc)
         time.sleep(wait_s)
 
@@ -288,7 +289,7 @@ class _Waiter:
 
 
 def record_task_completion(
-    redis_client: redis.Redis,
+    redis_client: RedisClient,
     run_id: str,
     task_id: str,
     group_id: str,

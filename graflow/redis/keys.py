@@ -14,6 +14,7 @@ from typing import Final
 from graflow.exceptions import ConfigError
 
 __all__ = [
+    "access_probe",
     "barrier",
     "barrier_channel",
     "barrier_expected",
@@ -174,6 +175,11 @@ def queue_from_stream(key: str) -> str | None:
     if key.startswith(head) and key.endswith(tail) and len(key) > len(head) + len(tail):
         return key[len(head) : -len(tail)]
     return None
+
+
+def access_probe() -> str:
+    """A key that never exists, read once on connecting to check the user's ACL rights."""
+    return f"{PREFIX}:{{access}}:probe"
 
 
 def run_lock(name: str) -> str:

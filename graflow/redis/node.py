@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import redis
 
+from graflow.config import RedisTLS
 from graflow.core import codec
 from graflow.core.handler import TaskHandler
 from graflow.core.spec import Completion, WorkItem
@@ -42,6 +43,7 @@ from graflow.exceptions import BackendUnavailable, PoisonMessage, TaskError, Wor
 from graflow.redis import keys
 from graflow.redis.backend import RUN_TTL_S, StoredValue
 from graflow.redis.channel import RedisChannel
+from graflow.redis.connect import OUTAGE_ERRORS, RedisClient, client
 from graflow.redis.queue import QueueEntry, RedisTaskQueue
 from graflow.redis.runs import UnloadableRun, fetch_nodes, fetch_run
 from graflow.redis.signing import Signer
@@ -110,6 +112,7 @@ class NodeSettings:
 
     url: str
     queue: str = "default"
+    tls: RedisTLS | None = None
     processes: int = 1
     node_id: str = ""
     batch: int = 16
@@ -129,7 +132,7 @@ class RedisWorker:
         signer: Signer,
         consumer: str,
         *,
-        client: redis.Redis | None = None,
+        client: RedisClient | None = None,
         handlers: Mapping[str, TaskHandler] | None = None,
         on_completion: Callable[[Completion], None] | None = None,
     ) -> None:
@@ -142,7 +145,7 @@ class RedisWorker:
         self.settings = settings
         self.signer = signer
         self.consumer = consumer
-        self.client: Any = client if client is not None else redis.Redis.from_url(settings.url)
+        self.client: Any = client or _client(settings)
         self.handler_overrides = dict(handlers or {})
         self.on_completion = on_completion
         self.queue = RedisTaskQueue(
@@ -190,15 +193,15 @@ class RedisWorker:
                 delay = 0.1
                 if self.settings.max_tasks and self.tasks_done >= self.settings.max_tasks:
                     return
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                group_ready = False  # the stream was deleted (or Redis restarted empty)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except OUTAGE_ERRORS as exc:  # before ResponseError: a cluster's are ones too
                 group_ready = False
                 logger.warning("worker %s: Redis unavailable (%s)", self.consumer, exc)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 5.0)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                group_ready = False  # the stream was deleted (or Redis restarted empty)
         self._hand_back_all()
 
     def stop(self) -> None:
@@ -464,6 +467,11 @@ def _is_outage(error: BaseException | None) -> bool:
     while error is not None and not isinstance(error, BackendUnavailable):
         error = getattr(error, "cause", None) or error.__cause__
     return error is not None
+
+
+def _client(settings: NodeSettings) -> RedisClient:
+    """A worker's client of ``settings.url``."""
+    return client(settings.url, settings.tls)
 
 
 def _worker_process(settings: NodeSettings, secret: bytes, index: int) -> None:

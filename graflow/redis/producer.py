@@ -5,16 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
-
+from graflow.config import RedisTLS
 from graflow.core.checkpoint import Checkpointer
 from graflow.core.context import ExecutionContext
 from graflow.core.engine import RunStats, WorkflowEngine
 from graflow.core.graph import TaskGraph
 from graflow.core.interrupt import drain_on_signals
-from graflow.exceptions import BackendUnavailable, ConfigError
 from graflow.redis import keys
 from graflow.redis.backend import RedisBackend, StoredValue
+from graflow.redis.connect import connect
 from graflow.redis.signing import Signer, load_secret
 
 __all__ = ["connect", "run_on_redis"]
@@ -22,34 +21,12 @@ __all__ = ["connect", "run_on_redis"]
 logger = logging.getLogger(__name__)
 
 
-def connect(url: str) -> Any:
-    """A non-decoding Redis client for ``url``; BackendUnavailable if it does not answer."""
-    try:
-        client = redis.Redis.from_url(url)
-    except ValueError as exc:
-        raise ConfigError(f"invalid Redis URL: {exc}") from exc
-    try:
-        client.ping()
-    except redis.AuthenticationError as exc:
-        raise BackendUnavailable("Redis refused the credentials of the URL") from exc
-    except redis.RedisError as exc:
-        raise BackendUnavailable(f"Redis at {_safe_url(url)} is unreachable: {exc}") from exc
-    return client
-
-
-def _safe_url(url: str) -> str:
-    """``url`` without its password."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-
-
 def run_on_redis(
     graph: TaskGraph,
     start_node: str,
     *,
     url: str,
+    tls: RedisTLS | None = None,
     queue: str = "default",
     secret: str | bytes | None = None,
     secret_file: str | None = None,
@@ -65,7 +42,7 @@ def run_on_redis(
     A ``checkpointer`` holding a saved run resumes it under the same run id, so the channel
     keys it left in Redis are the resumed run's channel.
     """
-    client = connect(url)
+    client = connect(url, tls)
     signer = Signer(load_secret(secret, secret_file))
     context = ExecutionContext.create(
         graph,

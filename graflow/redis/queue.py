@@ -23,6 +23,7 @@ from typing import Any
 import redis
 
 from graflow.redis import keys
+from graflow.redis.connect import RedisClient
 
 __all__ = ["QueueEntry", "RedisTaskQueue"]
 
@@ -44,7 +45,7 @@ class RedisTaskQueue:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         queue: str = "default",
         *,
         max_deliveries: int = 3,

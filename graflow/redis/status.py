@@ -17,8 +17,10 @@ from typing import Any
 
 import redis
 
-from graflow.exceptions import BackendUnavailable, ConfigError
+from graflow.config import RedisTLS
+from graflow.exceptions import BackendUnavailable
 from graflow.redis import keys
+from graflow.redis.connect import connect
 from graflow.worker.meter import TaskMeter
 
 __all__ = [
@@ -123,21 +125,13 @@ def unavailable_on_error(what: str) -> Iterator[None]:
         raise BackendUnavailable(f"{what}: {exc}", cause=exc) from exc
 
 
-def open_client(url: str, timeout_s: float = 5.0) -> Any:
+def open_client(url: str, tls: RedisTLS | None = None, timeout_s: float = 5.0) -> Any:
     """A non-decoding client of ``url`` whose calls give up after ``timeout_s``; pinged.
 
-    ConfigError for a malformed URL, BackendUnavailable if Redis does not answer (neither
-    message shows the URL's password).
+    ConfigError for a malformed URL, BackendUnavailable if Redis does not answer, the
+    errors of ``graflow.redis.connect.connect`` if it refuses (none shows the password).
     """
-    try:
-        client = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
-    except ValueError as exc:
-        raise ConfigError(f"invalid Redis URL: {exc}") from exc
-    with unavailable_on_error("Redis does not answer"):
-        client.ping()
-    return client
+    return connect(url, tls, timeout_s=timeout_s)
 
 
 def server_time(client: Any) -> float:
