@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from graflow.core.workflow import clear_workflow_context
+from tests.redis_servers import ClusterServers, TLSServer
 
 _START_DEADLINE_S = 10.0
 _STOP_DEADLINE_S = 10.0
@@ -247,3 +248,33 @@ def shared_redis_node(redis_server: RedisServer) -> Iterator[RedisNode]:
         yield node
     finally:
         node.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterServers]:
+    """A Redis Cluster of 3 masters (no replicas) of this test session, on loopback."""
+    cluster = ClusterServers(tmp_path_factory.mktemp("cluster")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_cluster_node(redis_cluster: ClusterServers) -> Iterator[RedisNode]:
+    """One node serving a queue on the session's Redis Cluster."""
+    node = RedisNode(redis_cluster.url, f"shared-{uuid.uuid4().hex[:12]}").start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSServer]:
+    """A TLS-only redis-server with ACL users (see TLSServer), its certificates made here."""
+    server = TLSServer(tmp_path_factory.mktemp("tls")).start()
+    try:
+        yield server
+    finally:
+        server.stop()

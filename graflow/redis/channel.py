@@ -337,7 +337,7 @@ class RedisChannel(Channel):
             pipe = self._client.pipeline(transaction=False)
             for name in batch:
                 if is_cluster(pipe):  # a cluster pipeline refuses EVALSHA; one slot, one node
-                    pipe.eval(_GET_LUA, 1, name)
+                    pipe.execute_command("EVAL", _GET_LUA, 1, name)  # type: ignore[no-untyped-call]
                 else:
                     self._get_script(keys=[name], client=pipe)
             for name, reply in zip(batch, pipe.execute(), strict=True):

@@ -2,8 +2,9 @@
 
 Each test runs through ``run_on(wf)``, parametrised over the in-process engine, the process
 pool started with fork and with spawn, and a Redis node (a real redis-server and a real
-``graflow supervisor`` process). Tasks are built inside the tests (closures
-travel by value with cloudpickle), so nothing here depends on how a backend imports code.
+``graflow supervisor`` process) on one server and on a 3-master Redis Cluster. Tasks are
+built inside the tests (closures travel by value with cloudpickle), so nothing here depends
+on how a backend imports code.
 """
 
 from __future__ import annotations
@@ -39,13 +40,13 @@ def _close_pools() -> Iterator[None]:
     _pools.clear()
 
 
-@pytest.fixture(params=["inprocess", "fork", "spawn", "redis"])
+@pytest.fixture(params=["inprocess", "fork", "spawn", "redis", "cluster"])
 def run_on(request: pytest.FixtureRequest) -> Runner:
     kind = request.param
     if kind == "inprocess":
         return lambda target, **kw: graflow.run(target, processes=0, **kw)
-    if kind == "redis":
-        node = request.getfixturevalue("shared_redis_node")
+    if kind in ("redis", "cluster"):
+        node = request.getfixturevalue(f"shared_{kind}_node")
         return lambda target, **kw: graflow.run(
             target, redis=node.url, queue=node.queue, timeout_s=60, **kw
         )
