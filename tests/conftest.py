@@ -168,11 +168,19 @@ def run_id() -> str:
 class RedisNode:
     """A ``graflow supervisor --redis`` node running as a real process group."""
 
-    def __init__(self, url: str, queue: str, processes: int = 2, lease_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        queue: str,
+        processes: int = 2,
+        lease_s: float = 1.0,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.url = url
         self.queue = queue
         self.processes = processes
         self.lease_s = lease_s
+        self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
         # A file, not a pipe: nobody reads the node's log while it runs, and a full pipe
         # would block every worker that logs (one warning per dead letter fills it quickly).
@@ -188,6 +196,7 @@ class RedisNode:
             "--processes", str(self.processes),
             "--lease-s", str(self.lease_s),
             "--grace-s", "5",
+            *self.extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=self.log, start_new_session=True
