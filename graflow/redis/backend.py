@@ -30,7 +30,7 @@ from graflow.exceptions import (
 )
 from graflow.redis import keys
 from graflow.redis.channel import RedisChannel
-from graflow.redis.connect import OUTAGE_ERRORS, RedisClient
+from graflow.redis.connect import OUTAGE_ERRORS, RedisClient, refresh_after_outage
 from graflow.redis.queue import RedisTaskQueue
 from graflow.redis.signing import Signer
 
@@ -216,6 +216,7 @@ class RedisBackend:
             except OUTAGE_ERRORS as exc:
                 self._check_run_limits()
                 logger.warning("run %s: Redis unavailable (%s); retrying", self.run_id, exc)
+                refresh_after_outage(self.client)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 

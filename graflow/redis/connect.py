@@ -18,6 +18,7 @@ RedisAuthError (user or password), RedisTLSError (certificates), RedisPermission
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from typing import Any, Final, TypeAlias, TypeGuard
 from urllib.parse import unquote
@@ -25,7 +26,7 @@ from urllib.parse import unquote
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
-    ClusterDownError,
+    ClusterError,
     NoPermissionError,
     RedisClusterException,
     SlotNotCoveredError,
@@ -52,6 +53,7 @@ __all__ = [
     "connect",
     "from_spec",
     "is_cluster",
+    "refresh_after_outage",
     "spec_of",
 ]
 
@@ -60,7 +62,7 @@ RedisClient: TypeAlias = "redis.Redis | RedisCluster"
 OUTAGE_ERRORS: Final = (
     redis.ConnectionError,
     redis.TimeoutError,
-    ClusterDownError,
+    ClusterError,  # the cluster is down, a master is failing over, or redirections ran out
     TryAgainError,
     SlotNotCoveredError,
 )
@@ -75,6 +77,19 @@ _ACCESS_PROBE_LUA: Final = "return redis.call('EXISTS', KEYS[1])"
 def is_cluster(made: object) -> TypeGuard[RedisCluster]:
     """True if ``made`` is a Redis Cluster client (or one of its pipelines)."""
     return isinstance(made, RedisCluster)
+
+
+def refresh_after_outage(made: object) -> None:
+    """After an outage error on ``made``: a cluster client asks the cluster for its layout.
+
+    redis-py refreshes its slot map after a connection error too, but a refresh made while
+    a master was failing over can leave the dead master in the map for good (seen with
+    redis-py 8.1); asking again on every retry finds the promoted replica. A no-op for a
+    single server, and when the cluster cannot be reached yet (the next retry asks again).
+    """
+    if is_cluster(made):
+        with contextlib.suppress(redis.RedisError, RedisClusterException):
+            made.nodes_manager.initialize()
 
 
 def _nodes(addresses: list[tuple[str, int]]) -> list[ClusterNode]:

@@ -43,7 +43,7 @@ from graflow.exceptions import BackendUnavailable, PoisonMessage, TaskError, Wor
 from graflow.redis import keys
 from graflow.redis.backend import RUN_TTL_S, StoredValue
 from graflow.redis.channel import RedisChannel
-from graflow.redis.connect import OUTAGE_ERRORS, RedisClient, client
+from graflow.redis.connect import OUTAGE_ERRORS, RedisClient, client, refresh_after_outage
 from graflow.redis.queue import QueueEntry, RedisTaskQueue
 from graflow.redis.runs import UnloadableRun, fetch_nodes, fetch_run
 from graflow.redis.signing import Signer
@@ -196,6 +196,7 @@ class RedisWorker:
             except OUTAGE_ERRORS as exc:  # before ResponseError: a cluster's are ones too
                 group_ready = False
                 logger.warning("worker %s: Redis unavailable (%s)", self.consumer, exc)
+                refresh_after_outage(self.client)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 5.0)
             except redis.ResponseError as exc:
@@ -256,7 +257,10 @@ class RedisWorker:
             completion = state.run(item)
             if _is_outage(completion.error):
                 # Redis went away under the task: not its failure. Run it again once Redis
-                # is back (serve() hands the entry back) instead of failing the run.
+                # is back (serve() hands the entry back) instead of failing the run. What
+                # the entry's tasks stored so far goes too: it must not ride along with the
+                # next entry of this run (a cluster failover showed it).
+                state.context.stored.clear()
                 raise redis.ConnectionError(f"task {item.task_id}: {completion.error}")
             if self.on_completion is not None:
                 self.on_completion(completion)

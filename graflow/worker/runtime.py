@@ -20,7 +20,7 @@ from graflow.core.handler import TaskHandler
 from graflow.core.retry import RetryController
 from graflow.core.spec import Completion, WorkItem
 from graflow.core.workflow import WorkflowContext, set_current_workflow_context
-from graflow.exceptions import TaskError
+from graflow.exceptions import BackendUnavailable, TaskError
 
 __all__ = ["RunState", "WorkerContext", "portable_error"]
 
@@ -125,7 +125,11 @@ class RunState:
             completion.value = context.results.pop(item.task_id, completion.value)
         else:
             context.results.pop(item.task_id, None)
+            raised = completion.error
             completion.error = portable_error(item.task_id, completion)
+            key = f"{item.task_id}.__result__"
+            if completion.error is not raised and context.stored.get(key) is raised:
+                context.stored[key] = completion.error  # stored for get_result: must pickle too
         return completion
 
 
@@ -136,9 +140,25 @@ def portable_error(task_id: str, completion: Completion) -> BaseException:
         pickle.loads(pickle.dumps(error, protocol=5))
         return error  # type: ignore[return-value]
     except Exception as exc:  # noqa: BLE001 - any failure means: send a description instead
+        outage = _outage_in(error)
+        if outage is not None:
+            # Still an outage (the worker runs the task again once Redis is back); what did
+            # not pickle is its cause, e.g. a redis-py cluster error holding its node.
+            return BackendUnavailable(f"{outage.message} (caused by {outage.cause})")
         return TaskError(
             task_id,
             f"raised {type(error).__name__}: {error} (the exception itself could not be "
             f"sent back from the worker process: {exc})",
             remote_traceback=completion.traceback,
         )
+
+
+def _outage_in(error: BaseException | None) -> BackendUnavailable | None:
+    """The BackendUnavailable that ``error`` is or was caused by, if any."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, BackendUnavailable):
+            return error
+        seen.add(id(error))
+        error = getattr(error, "cause", None) or error.__cause__
+    return None
