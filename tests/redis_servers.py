@@ -141,6 +141,7 @@ class ClusterServers:
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(self.node_timeout_ms),
+                "--repl-diskless-sync-delay", "0",
                 "--save", "",
                 "--appendonly", "no",
                 "--dir", str(directory),
@@ -162,11 +163,30 @@ class ClusterServers:
         if create.returncode != 0:
             self.stop()
             pytest.fail(f"redis-cli --cluster create failed:\n{create.stdout}\n{create.stderr}")
-        self.wait_until_ok(self.ports)
+        self.wait_until_ok(self.ports, replicated=False)
+        if self.replicas:
+            self._write_to_every_master()
+            self.wait_until_ok(self.ports)
         return self
 
-    def wait_until_ok(self, ports: list[int], deadline_s: float = 30.0) -> None:
-        """Wait until every node of ``ports`` says cluster_state:ok and sees all slots."""
+    def _write_to_every_master(self) -> None:
+        """One key on each master, so that its replicas have something to acknowledge."""
+        with self.client() as cluster:
+            unwritten = {node.name for node in cluster.get_primaries()}
+            index = 0
+            while unwritten:
+                key = f"sync-probe:{index}"
+                name = cluster.get_node_from_key(key).name
+                if name in unwritten:
+                    cluster.set(key, b"1", ex=60)
+                    unwritten.discard(name)
+                index += 1
+
+    def wait_until_ok(
+        self, ports: list[int], deadline_s: float = 30.0, *, replicated: bool = True
+    ) -> None:
+        """Wait until every node of ``ports`` says cluster_state:ok and sees all slots (and,
+        if ``replicated``, every master has its replicas in sync)."""
         deadline = time.monotonic() + deadline_s
         pending = list(ports)
         while pending:
@@ -174,7 +194,7 @@ class ClusterServers:
             try:
                 info = self.node_client(port).cluster("info")
                 ready = info.get("cluster_state") == "ok" and int(info["cluster_slots_ok"]) == 16384
-                if ready and self.replicas:
+                if ready and self.replicas and replicated:
                     ready = self._replicas_in_sync(port)
             except (redis.RedisError, KeyError, ValueError):
                 ready = False
@@ -187,10 +207,21 @@ class ClusterServers:
                 time.sleep(0.05)
 
     def _replicas_in_sync(self, port: int) -> bool:
+        """A master: its replicas acknowledged all it sent; a replica: its link is up.
+
+        A replica may say "connected" before its first sync has delivered anything, and a
+        master killed then would leave an empty replica to take over.
+        """
         role = self.node_client(port).execute_command("ROLE")
         if role[0] == b"master":
-            return len(role[2]) >= self.replicas
-        return role[3] == b"connected"
+            offset, replicas = int(role[1]), role[2]
+            return (
+                len(replicas) >= self.replicas
+                and offset > 0
+                and all(int(r[2]) == offset for r in replicas)
+            )
+        info = self.node_client(port).info("replication")
+        return role[3] == b"connected" and int(info.get("slave_repl_offset", 0)) > 0
 
     def master_of(self, key: str) -> int:
         """The port of the master that holds ``key``'s slot now."""
