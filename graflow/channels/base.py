@@ -7,9 +7,24 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["Channel"]
+__all__ = ["Channel", "Deferred"]
 
 _MISSING: Any = object()
+
+
+class Deferred:
+    """A stored value still to be made: a channel holding one returns ``resolve()``.
+
+    The process pool stores large results this way while their bytes are still being read
+    out of shared memory (graflow.mp.shared_value): the scheduler can forward them to the
+    next task without waiting. ``resolve`` is idempotent and thread-safe.
+    """
+
+    __slots__ = ()
+
+    def resolve(self) -> Any:
+        """The value itself (blocks until it is ready)."""
+        raise NotImplementedError
 
 
 class Channel(ABC):

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from numbers import Real
 from typing import Any
 
-from graflow.channels.base import Channel
+from graflow.channels.base import Channel, Deferred
 
 __all__ = ["MemoryChannel"]
 
@@ -70,6 +70,13 @@ class MemoryChannel(Channel):
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value under ``key``, or ``default`` when it is missing or expired."""
+        value = self.peek(key, default)
+        if isinstance(value, Deferred):
+            return value.resolve()
+        return value
+
+    def peek(self, key: str, default: Any = None) -> Any:
+        """Like ``get``, but a Deferred value comes back as it is, unresolved."""
         value = self._data.get(key, default)
         if value.__class__ is not _Expiring:
             return value
@@ -111,10 +118,14 @@ class MemoryChannel(Channel):
         """Every live key and its value, taken at one instant."""
         with self._mutex:
             self._purge_expired()
-            return {
+            values = {
                 key: value.value if value.__class__ is _Expiring else value
                 for key, value in self._data.items()
             }
+        for key, value in values.items():
+            if isinstance(value, Deferred):
+                values[key] = value.resolve()
+        return values
 
     def update(self, mapping: Mapping[str, Any]) -> None:
         """``set`` every item of ``mapping``, without TTL, in one step."""
@@ -172,6 +183,9 @@ class MemoryChannel(Channel):
                 elif value.deadline > now:
                     # Monotonic clocks differ between hosts: carry the time left instead.
                     entries[key] = (value.value, value.deadline - now)
+        for key, (value, remaining) in entries.items():
+            if isinstance(value, Deferred):
+                entries[key] = (value.resolve(), remaining)
         return {"name": self.name, "entries": entries}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -204,9 +218,10 @@ class MemoryChannel(Channel):
         """The live value under ``key`` (or ``_MISSING``) and its deadline; hold the mutex."""
         value = self._data.get(key, _MISSING)
         if value.__class__ is not _Expiring:
-            return value, None
+            return (value.resolve() if isinstance(value, Deferred) else value), None
         if value.deadline > time.monotonic():
-            return value.value, value.deadline
+            inner = value.value
+            return (inner.resolve() if isinstance(inner, Deferred) else inner), value.deadline
         del self._data[key]
         return _MISSING, None
 

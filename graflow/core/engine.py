@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from graflow.channels.base import Deferred
 from graflow.core.backend import ExecutorBackend, InProcessBackend, backend_factory
 from graflow.core.checkpoint import Checkpointer, CheckpointMetadata, run_state, write_request
 from graflow.core.cycle import base_task_id
@@ -219,6 +220,14 @@ class _Scheduler:
         self.failed_task: str | None = None  # the root task whose failure ended the run
         self.thread_id = 0
         self.prepare_kwargs = bool(getattr(self.backend, "prepares_kwargs", False))
+        # Arguments may be Deferred values (large results still in shared memory), which the
+        # backend forwards as they are: read them from the channel unresolved.
+        peek = getattr(context.channel, "peek", None)
+        self.argument_source: Any = (
+            _Peeking(peek)
+            if peek is not None and getattr(self.backend, "forwards_deferred", False)
+            else context.channel
+        )
         depth = lookahead_depth(self.backend)
         self.lookahead = ChainLookahead(depth) if depth else None
         self.light_members = bool(getattr(self.backend, "light_members", False))
@@ -294,6 +303,8 @@ class _Scheduler:
                 self._report_progress(self.on_progress)
             for backend in self.backends.values():
                 backend.end_run(self)
+        if isinstance(self.last_result, Deferred):
+            self.last_result = self.last_result.resolve()
         return self.last_result
 
     def run_only(self, group: ParallelGroup) -> None:
@@ -456,7 +467,8 @@ class _Scheduler:
             and isinstance(exe, TaskWrapper)
             and (exe._bound_kwargs or (exe.resolve_keyword_args and exe.parameter_names()))
         ):
-            kwargs = exe.build_arguments(ctx.channel, (), {})[1]
+            source = self.argument_source if not frame.backend else ctx.channel
+            kwargs = exe.build_arguments(source, (), {})[1]
         return WorkItem(
             next(self.seq),
             task_id,
@@ -895,6 +907,15 @@ class _Scheduler:
                 self._end_branch(frame)
         if run.pending == 0:
             self._finish_group(run)
+
+
+class _Peeking:
+    """A channel's ``peek`` under the name ``get`` (what TaskWrapper.build_arguments calls)."""
+
+    __slots__ = ("get",)
+
+    def __init__(self, peek: Callable[..., Any]) -> None:
+        self.get = peek
 
 
 def _checkpoint_request(commands: list[Command]) -> CheckpointRequest | None:

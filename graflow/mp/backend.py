@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from graflow.core import codec
 from graflow.core.spec import Completion, WorkItem
 from graflow.exceptions import (
+    BackendError,
     RunInterrupted,
     TaskError,
     TaskTimeoutError,
@@ -35,6 +36,7 @@ from graflow.mp.channel_host import ChannelHost
 from graflow.mp.conditional import ConditionalItems
 from graflow.mp.pipe import Msg
 from graflow.mp.pool import WorkerHandle
+from graflow.mp.shared_value import SharedValue
 from graflow.mp.worker import DECODING
 
 if TYPE_CHECKING:
@@ -53,6 +55,7 @@ class ProcessBackend:
     """ExecutorBackend that runs a scheduler's items on a Supervisor's worker processes."""
 
     prepares_kwargs = True
+    forwards_deferred = True  # arguments may hold SharedValues: they travel by name
     chain_lookahead = 8
     light_members = True  # wide groups of plain tasks skip the per-member frame
 
@@ -74,6 +77,7 @@ class ProcessBackend:
         self.blameless_deaths = 0  # deaths with no item to blame since a task last finished
         self.chain_lookahead = supervisor.chain_lookahead
         self.cond = ConditionalItems()
+        self.shared: list[SharedValue] = []  # large results of the run kept in segments
 
     # -- ExecutorBackend --------------------------------------------------------------
     def start_run(self, scheduler: Any) -> None:
@@ -120,6 +124,7 @@ class ProcessBackend:
                 handle.run_id = None
         self.pending.clear()
         self.cond.clear()
+        self._release_shared()
 
     # -- sending ----------------------------------------------------------------------
     def _batch_cap(self) -> int:
@@ -319,14 +324,16 @@ class ProcessBackend:
         for seq, task_id, ok, value, error, commands, duration, tb in entries:
             item = handle.outstanding.pop(seq, None)
             if item is None:
+                if isinstance(value, shm.Shared):
+                    shm.release([value.ref])  # a stale duplicate: nobody will read it
                 continue
             if ok is None:  # handed back unstarted (the run drains), or a skipped conditional
                 self._take_back(item)
                 continue
             if isinstance(error, TaskError) and tb and error.remote_traceback is None:
                 error.remote_traceback = tb
-            if isinstance(value, pipe.Sealed):
-                ok, value, error = _open_sealed(task_id, value)
+            if ok:
+                ok, value, error = self._result_value(task_id, value)
             self.ready.append(
                 Completion(seq, task_id, ok, value, error, commands, duration, tb, False)
             )
@@ -343,6 +350,27 @@ class ProcessBackend:
             handle.unread.clear()  # it answered every item, so it read every frame
             if handle.retiring:
                 self._replace(handle, kill=False)
+
+    def _result_value(self, task_id: str, value: Any) -> tuple[bool, Any, BaseException | None]:
+        """(ok, value, error) of a result as it came over the pipe."""
+        if isinstance(value, pipe.Sealed):
+            return _open_sealed(task_id, value)
+        if isinstance(value, shm.Shared):
+            return self._adopt(task_id, value)
+        return True, value, None
+
+    def _adopt(self, task_id: str, shared: shm.Shared) -> tuple[bool, Any, BaseException | None]:
+        try:
+            value = SharedValue(shm.adopt(shared))
+        except BackendError as exc:
+            return False, None, TaskError(task_id, f"its result could not be read: {exc}")
+        self.shared.append(value)
+        return True, value, None
+
+    def _release_shared(self) -> None:
+        for value in self.shared:
+            value.release()
+        self.shared.clear()
 
     def _take_back(self, item: WorkItem) -> None:
         """An item that did not run: void if still conditional, else due again."""

@@ -95,7 +95,7 @@ class Sealed:
 def seal(value: Any) -> Any:
     """``value`` itself when it always unpickles (plain data, numpy), else a Sealed copy."""
     kind = type(value)
-    if kind in _PLAIN_VALUES or kind.__module__ == "numpy":
+    if kind in _PLAIN_VALUES or kind.__module__ == "numpy" or kind is shm.Shared:
         return value
     if kind in (list, tuple, dict) and len(value) == 0:
         return value

@@ -39,7 +39,18 @@ import psutil
 
 from graflow.exceptions import BackendError, PoisonMessage
 
-__all__ = ["SHM_DIR", "SegmentRef", "decode", "encode", "release", "sweep_orphans"]
+__all__ = [
+    "SHM_DIR",
+    "SegmentRef",
+    "Shared",
+    "adopt",
+    "decode",
+    "encode",
+    "read_shared",
+    "release",
+    "share",
+    "sweep_orphans",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +81,82 @@ class SegmentRef:
 
     name: str
     size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """A large ``bytes`` or ``bytearray`` result, alone in a segment (see ``share``).
+
+    Unlike the buffers of ``encode``, such a segment is not unlinked by its first reader: the
+    supervisor ``adopt``s it, so that it can hand the same segment to every task that takes
+    the value as an argument (``read_shared``), and removes it when the run ends.
+    """
+
+    kind: str  # "bytes" or "bytearray"
+    ref: SegmentRef
+
+
+def share(value: bytes | bytearray) -> Shared:
+    """Write ``value`` to a segment of its own (OSError when /dev/shm cannot take it)."""
+    kind = _BYTES if type(value) is bytes else _BYTEARRAY
+    with memoryview(value) as view:
+        return Shared(kind, _store(view))
+
+
+def adopt(shared: Shared) -> Shared:
+    """Take over a segment another process made: rename it after this process.
+
+    The segment then outlives its creator (whose exit or death sweeps its own segments) and
+    is this process's to remove, or ``sweep_orphans``' once this process is gone.
+    """
+    name = f"graflow_{os.getpid()}_{secrets.token_hex(8)}"
+    try:
+        os.rename(_path(shared.ref.name), _path(name))
+    except FileNotFoundError as exc:
+        raise BackendError(f"shared-memory segment {shared.ref.name} is gone", exc) from exc
+    return Shared(shared.kind, SegmentRef(name, shared.ref.size_bytes))
+
+
+def read_shared(kind: str, name: str, size_bytes: int) -> bytes | bytearray:
+    """The value in a segment made by ``share``, copied out once (the segment stays).
+
+    The copy is a ``read`` system call, which runs without holding the GIL.
+    """
+    try:
+        fd = os.open(_path(name), os.O_RDONLY)
+    except FileNotFoundError as exc:
+        raise BackendError(f"shared-memory segment {name} is gone", exc) from exc
+    try:
+        if kind == _BYTEARRAY:
+            out = bytearray(size_bytes)
+            done = 0
+            with memoryview(out) as view:
+                while done < size_bytes:
+                    n = os.readv(fd, [view[done:]])
+                    if n == 0:
+                        break
+                    done += n
+        elif kind == _BYTES:
+            data = os.read(fd, size_bytes)
+            parts = [data]
+            done = len(data)
+            while done < size_bytes and data:
+                data = os.read(fd, size_bytes - done)
+                parts.append(data)
+                done += len(data)
+            result: bytes | bytearray = parts[0] if len(parts) == 1 else b"".join(parts)
+            return _checked(result, done, size_bytes, name)
+        else:
+            raise PoisonMessage(f"unknown shared value kind {kind!r}")
+    finally:
+        os.close(fd)
+    return _checked(out, done, size_bytes, name)
+
+
+def _checked(value: bytes | bytearray, done: int, size_bytes: int, name: str) -> bytes | bytearray:
+    if done != size_bytes:
+        raise BackendError(f"shared-memory segment {name} is not {size_bytes} bytes")
+    return value
 
 
 class _OutOfBand:

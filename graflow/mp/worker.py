@@ -36,6 +36,7 @@ from graflow.core.workflow import clear_workflow_context
 from graflow.exceptions import TaskError
 from graflow.mp import pipe, shm
 from graflow.mp.pipe import Msg
+from graflow.mp.shared_value import FORWARD_MIN_BYTES
 from graflow.worker.runtime import RunState
 
 __all__ = ["DECODING", "WorkerSettings", "worker_main"]
@@ -154,8 +155,15 @@ def _completion_tuple(c: Completion) -> tuple[Any, ...]:
     entry = (c.seq, c.task_id, c.ok, None, c.error, c.commands, c.duration_s, c.traceback)
     if not c.ok:
         return entry
+    value = c.value
+    kind = type(value)
+    if (kind is bytes or kind is bytearray) and len(value) >= FORWARD_MIN_BYTES:
+        # Forwarded from its segment (graflow.mp.shared_value); when /dev/shm is full, the
+        # value travels in the message as any other.
+        with contextlib.suppress(OSError):
+            value = shm.share(value)
     try:
-        value = pipe.seal(c.value)
+        value = pipe.seal(value)
     except Exception as exc:  # noqa: BLE001 - reported as this task's failure
         return _unpicklable(entry, exc)
     return (c.seq, c.task_id, True, value, None, c.commands, c.duration_s, c.traceback)
