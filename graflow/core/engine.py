@@ -444,16 +444,9 @@ class _Scheduler:
         cc = ctx.cycle_controller
         rc = ctx.retry_controller
         if task_id not in self.configured:
-            self.configured.add(task_id)
-            if isinstance(exe, TaskWrapper):
-                if exe.max_cycles is not None:
-                    cc.set_node_max_cycles(task_id, exe.max_cycles)
-                if exe.retry_policy is not None:
-                    rc.set_node_policy(task_id, exe.retry_policy)
-                elif exe.max_retries is not None:
-                    rc.node_max_retries[task_id] = exe.max_retries
+            self._configure(task_id, exe)
         attempt = rc.retry_counts.get(task_id, 0)
-        base = base_task_id(task_id)
+        base = task_id if "_cycle_" not in task_id else base_task_id(task_id)
         counts = cc.cycle_counts
         if attempt == 0:
             cycle = counts.get(base, 0) + 1
@@ -461,14 +454,15 @@ class _Scheduler:
         else:
             cycle = counts.get(base, 0)
         kwargs = None
-        prepare = self.prepare_kwargs if not frame.backend else self._prepares(frame)
-        if (
-            prepare
-            and isinstance(exe, TaskWrapper)
-            and (exe._bound_kwargs or (exe.resolve_keyword_args and exe.parameter_names()))
+        if (self.prepare_kwargs if not frame.backend else self._prepares(frame)) and isinstance(
+            exe, TaskWrapper
         ):
-            source = self.argument_source if not frame.backend else ctx.channel
-            kwargs = exe.build_arguments(source, (), {})[1]
+            names = exe._param_names
+            if names is None:
+                names = exe.parameter_names()
+            if exe._bound_kwargs or (exe.resolve_keyword_args and names):
+                source = self.argument_source if not frame.backend else ctx.channel
+                kwargs = exe.build_arguments(source, (), {})[1]
         return WorkItem(
             next(self.seq),
             task_id,
@@ -480,6 +474,19 @@ class _Scheduler:
             getattr(exe, "timeout_s", None),
             self.in_block and frame.group is None,
         )
+
+    def _configure(self, task_id: str, exe: Executable) -> None:
+        """Apply a task's own cycle and retry settings, the first time it is dispatched."""
+        self.configured.add(task_id)
+        if not isinstance(exe, TaskWrapper):
+            return
+        ctx = self.context
+        if exe.max_cycles is not None:
+            ctx.cycle_controller.set_node_max_cycles(task_id, exe.max_cycles)
+        if exe.retry_policy is not None:
+            ctx.retry_controller.set_node_policy(task_id, exe.retry_policy)
+        elif exe.max_retries is not None:
+            ctx.retry_controller.node_max_retries[task_id] = exe.max_retries
 
     def _prepares(self, frame: _Frame) -> bool:
         return bool(getattr(self._backend_of(frame), "prepares_kwargs", False))
