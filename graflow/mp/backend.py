@@ -89,6 +89,21 @@ class ProcessBackend:
         )
         self.host = ChannelHost(context.channel, self._reply)
         self.sup._slots[self.sup.processes] = 0
+        # The graph goes out now: workers load it while the scheduler prepares the first
+        # items, instead of after the first batch arrives.
+        for handle in self.sup._handles:
+            if not handle.retiring:
+                self._send_run(handle)
+
+    def _send_run(self, handle: WorkerHandle) -> bool:
+        """Make sure ``handle`` has this run's graph (False: the worker is gone)."""
+        if handle.run_id == self.run_id:
+            return True
+        if not self._send(handle, (Msg.RUN, self.run_id, self.graph_blob, self.handlers_blob)):
+            return False
+        handle.run_id = self.run_id
+        handle.nodes_sent = 0
+        return True
 
     def submit(self, item: WorkItem, exe: Executable, inline: bool) -> Completion | None:
         self.pending.append(item)
@@ -178,12 +193,9 @@ class ProcessBackend:
         return batch
 
     def _send_items(self, handle: WorkerHandle, batch: list[WorkItem]) -> None:
-        if handle.run_id != self.run_id:
-            if not self._send(handle, (Msg.RUN, self.run_id, self.graph_blob, self.handlers_blob)):
-                self.pending.extendleft(reversed(batch))
-                return
-            handle.run_id = self.run_id
-            handle.nodes_sent = 0
+        if not self._send_run(handle):
+            self.pending.extendleft(reversed(batch))
+            return
         dynamic = self.scheduler.dynamic_nodes
         if handle.nodes_sent < len(dynamic):
             if not self._send(handle, (Msg.NODES, self.run_id, dynamic[handle.nodes_sent :])):
