@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import psutil
 import pytest
 import redis
 
+import graflow
 from graflow.core.workflow import clear_workflow_context
 from tests.redis_servers import ClusterServers, TLSServer
 
@@ -287,3 +288,19 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def supervisors() -> Iterator[Callable[..., graflow.Supervisor]]:
+    """``supervisors(start_method, **options)``: a pool of 2 workers, forked once per module."""
+    made: dict[tuple[Any, ...], graflow.Supervisor] = {}
+
+    def get(start_method: str, **options: Any) -> graflow.Supervisor:
+        key = (start_method, *sorted(options.items()))
+        if key not in made:
+            made[key] = graflow.Supervisor(2, start_method=start_method, **options)
+        return made[key]
+
+    yield get
+    for sup in made.values():
+        sup.close()

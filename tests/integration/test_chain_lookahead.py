@@ -10,7 +10,7 @@ run that the in-process engine would not run, and none may be lost.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,25 +23,13 @@ from graflow.exceptions import WorkerLost
 
 Runner = Callable[..., Any]
 
-_pools: dict[str, graflow.Supervisor] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_pools() -> Iterator[None]:
-    yield
-    for sup in _pools.values():
-        sup.close()
-    _pools.clear()
-
 
 @pytest.fixture(params=["inprocess", "fork", "spawn"])
 def run_on(request: pytest.FixtureRequest) -> Runner:
     kind = request.param
     if kind == "inprocess":
         return lambda target, **kw: graflow.run(target, processes=0, **kw)
-    if kind not in _pools:
-        _pools[kind] = graflow.Supervisor(2, start_method=kind, chain_lookahead=8)
-    sup = _pools[kind]
+    sup = request.getfixturevalue("supervisors")(kind, chain_lookahead=8)
     return lambda target, **kw: sup.run(target, **kw)
 
 

@@ -10,7 +10,7 @@ on how a backend imports code.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,16 +29,6 @@ from graflow.exceptions import (
 
 Runner = Callable[..., Any]
 
-_pools: dict[str, graflow.Supervisor] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_pools() -> Iterator[None]:
-    yield
-    for sup in _pools.values():
-        sup.close()
-    _pools.clear()
-
 
 @pytest.fixture(params=["inprocess", "fork", "spawn", "redis", "cluster"])
 def run_on(request: pytest.FixtureRequest) -> Runner:
@@ -50,9 +40,7 @@ def run_on(request: pytest.FixtureRequest) -> Runner:
         return lambda target, **kw: graflow.run(
             target, redis=node.url, queue=node.queue, timeout_s=60, **kw
         )
-    if kind not in _pools:
-        _pools[kind] = graflow.Supervisor(2, start_method=kind)
-    sup = _pools[kind]
+    sup = request.getfixturevalue("supervisors")(kind)
     return lambda target, **kw: sup.run(target, **kw)
 
 

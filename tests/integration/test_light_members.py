@@ -8,7 +8,7 @@ in-process engine run in the same test, that the same tasks run the same number 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,23 +20,11 @@ from graflow.exceptions import ParallelGroupError
 
 Runner = Callable[..., Any]
 
-_pools: dict[str, graflow.Supervisor] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_pools() -> Iterator[None]:
-    yield
-    for sup in _pools.values():
-        sup.close()
-    _pools.clear()
-
 
 @pytest.fixture(params=["fork", "spawn"])
 def run_on(request: pytest.FixtureRequest) -> Runner:
     kind = request.param
-    if kind not in _pools:
-        _pools[kind] = graflow.Supervisor(2, start_method=kind)
-    sup = _pools[kind]
+    sup = request.getfixturevalue("supervisors")(kind)
     return lambda target, **kw: sup.run(target, **kw)
 
 
