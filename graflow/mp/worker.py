@@ -198,7 +198,7 @@ class Worker:
             elif kind == Msg.NODES:
                 self._add_nodes(msg[1], msg[2])
             elif kind == Msg.END_RUN:
-                self.runs.pop(msg[1], None)
+                self._end_run(msg[1])
             elif kind == Msg.STOP:
                 return
 
@@ -206,6 +206,11 @@ class Worker:
         graph = pickle.loads(graph_blob)
         handlers = pickle.loads(handlers_blob)
         self.runs[run_id] = RunState(run_id, graph, handlers, RemoteChannel(run_id, self.link))
+
+    def _end_run(self, run_id: str) -> None:
+        state = self.runs.pop(run_id, None)
+        if state is not None:
+            state.close()
 
     def _add_nodes(self, run_id: str, nodes: list[Executable]) -> None:
         state = self.runs.get(run_id)

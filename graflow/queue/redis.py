@@ -302,7 +302,7 @@ class RedisTaskQueue(TaskQueue):
         channel = RedisChannel(run_id, redis_client=self.client, signer=self.signer)
         state = RunState(run_id, graph, handlers, channel, store_results=True)
         if len(self._runs) >= _RUN_CACHE:
-            self._runs.pop(next(iter(self._runs)))
+            self._runs.pop(next(iter(self._runs))).close()
         self._runs[run_id] = state
         return state
 

@@ -311,8 +311,9 @@ class RedisWorker:
         self.runs[run_id] = state
         self.nodes_loaded[run_id] = 0
         while len(self.runs) > _RUN_CACHE:
-            old, _ = self.runs.popitem(last=False)
+            old, old_state = self.runs.popitem(last=False)
             self.nodes_loaded.pop(old, None)
+            old_state.close()
         return state
 
     def _load_nodes(self, state: RunState) -> None:

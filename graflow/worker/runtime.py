@@ -99,6 +99,15 @@ class RunState:
         self.block = WorkflowContext(f"run-{run_id}")
         self.block.graph = graph
 
+    def close(self) -> None:
+        """The run is over here: cut the task -> context -> graph -> task cycle it formed.
+
+        Each task that ran points at the run's context (``_execution_context``), whose graph
+        holds the tasks; left alone, only a full collection would free a run, and those are
+        rare in a long-lived worker whose heap grows run after run.
+        """
+        self.context.graph._nodes.clear()
+
     def add_nodes(self, nodes: list[Any]) -> None:
         """Tasks created at run time elsewhere."""
         graph = self.context.graph
