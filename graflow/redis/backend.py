@@ -3,6 +3,10 @@
     scheduler ─submit─▶ RedisBackend ─XADD (signed items)─▶ graflow:{q:<queue>}:tasks
     scheduler ◀─wait─── completions ◀─XREAD BLOCK── graflow:{<run>}:done ◀── workers
 
+``wait`` sends the items submitted since the last call and then blocks on the completion
+stream in one round trip (the XADDs' replies are read before the wait, so items are never
+queued twice when Redis goes away while the producer waits).
+
 Start of a run: the graph and the task handlers are stored (signed) under the run's keys;
 tasks created at run time are appended to the run's node list before any item that needs
 them is queued. Workers resolve a task's arguments from the run's channel in Redis and
@@ -116,12 +120,10 @@ class RedisBackend:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             self._check_run_limits()
-            if self.draining is None:
-                self._flush()
             block_ms = _BLOCK_MS_MAX
             if deadline is not None:
                 block_ms = max(1, min(block_ms, int((deadline - time.monotonic()) * 1000)))
-            completions = self._read(block_ms)
+            completions: list[Completion] = self._retrying(self._exchange, block_ms)
             if completions:
                 return completions
             if deadline is not None and time.monotonic() >= deadline:
@@ -143,31 +145,38 @@ class RedisBackend:
         except OUTAGE_ERRORS as exc:
             raise BackendUnavailable(f"Redis is unreachable: {exc}", cause=exc) from exc
 
-    def _flush(self) -> None:
-        if not self.pending:
-            return
-        dynamic = self.scheduler.dynamic_nodes
-        if self.nodes_sent < len(dynamic):
-            nodes = [self.signer.sign(codec.dumps(exe)) for exe in dynamic[self.nodes_sent :]]
-
-            def append_nodes() -> None:
-                # A fresh pipeline per try: redis-py empties one whose execute failed.
-                pipe = self.client.pipeline(transaction=True)
-                pipe.rpush(keys.nodes(self.run_id), *nodes)
-                pipe.expire(keys.nodes(self.run_id), RUN_TTL_S)
-                pipe.execute()
-
-            self._retrying(append_nodes)
-            self.nodes_sent = len(dynamic)
+    def _exchange(self, block_ms: int) -> list[Completion]:
+        """Queue the pending items (unless draining) and read completions: one round trip."""
+        if self.draining is not None or not self.pending:
+            return self._read(block_ms)
+        self._append_nodes()
         pending = self.pending
         size = self._entry_size(len(pending))
         blobs = [
             self.signer.dumps([i.as_tuple() for i in pending[start : start + size]])
             for start in range(0, len(pending), size)
         ]
-        self._retrying(self.queue.submit, self.run_id, blobs)
-        self.outstanding.update(i.seq for i in pending)
-        self.pending = []
+
+        def submitted() -> None:
+            self.outstanding.update(i.seq for i in pending)
+            self.pending = []
+
+        reply = self.queue.submit_and_read(
+            self.run_id, blobs, keys.done(self.run_id), self.last_id, block_ms, submitted
+        )
+        return self._completions(reply)
+
+    def _append_nodes(self) -> None:
+        """Tasks created at run time go to the run's node list before any item needs them."""
+        dynamic = self.scheduler.dynamic_nodes
+        if self.nodes_sent >= len(dynamic):
+            return
+        nodes = [self.signer.sign(codec.dumps(exe)) for exe in dynamic[self.nodes_sent :]]
+        pipe = self.client.pipeline(transaction=True)
+        pipe.rpush(keys.nodes(self.run_id), *nodes)
+        pipe.expire(keys.nodes(self.run_id), RUN_TTL_S)
+        pipe.execute()
+        self.nodes_sent = len(dynamic)
 
     def _entry_size(self, count: int) -> int:
         """Items per stream entry: many short tasks share one, long ones travel alone."""
@@ -178,9 +187,11 @@ class RedisBackend:
         return max(1, min(_MAX_ENTRY_ITEMS, spread, int(_TARGET_ENTRY_S / max(avg, 1e-6))))
 
     def _read(self, block_ms: int) -> list[Completion]:
-        reply = self._retrying(
-            self.client.xread, {keys.done(self.run_id): self.last_id}, 1000, block_ms
-        )
+        reply = self.client.xread({keys.done(self.run_id): self.last_id}, 1000, block_ms)
+        return self._completions(reply)
+
+    def _completions(self, reply: Any) -> list[Completion]:
+        """The first completion of each outstanding item in an XREAD reply."""
         completions: list[Completion] = []
         for _stream, messages in reply or ():
             for entry_id, fields in messages:

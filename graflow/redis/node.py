@@ -2,7 +2,8 @@
 
     node supervisor (one per host/container)
       ├── worker 0 ─┐   XREADGROUP (blocks on Redis) → verify → run → XADD done → XACK+XDEL
-      ├── worker 1 ─┤   heartbeat thread: XCLAIM own pending JUSTID every lease/3
+      ├── worker 1 ─┤     (the writes of one batch and the next XREADGROUP: one round trip)
+      │             │   heartbeat thread: XCLAIM own pending JUSTID every lease/3
       └── worker N ─┘   every few seconds: XPENDING IDLE > lease → reclaim, or dead-letter
 
 A worker never unpickles a blob whose signature does not verify: undecodable, unsigned,
@@ -175,6 +176,8 @@ class RedisWorker:
         delay = 0.1
         next_reclaim = 0.0
         group_ready = False
+        # Outcomes of the last entries run, written in the same round trip as the next claim.
+        done = _Batch()
         while not self.stopping.is_set():
             try:
                 if not group_ready:
@@ -185,15 +188,18 @@ class RedisWorker:
                     self._hand_back_all()
                 if time.monotonic() >= next_reclaim:
                     next_reclaim = time.monotonic() + self.settings.lease_ms / 3000
-                    self._process(self.queue.reclaim(self.consumer))
-                entries = self.queue.fetch(
-                    self.consumer, self._fetch_count(), self.settings.block_ms
-                )
-                self._process(entries)
+                    self._flush(done)
+                    done = self._process(self.queue.reclaim(self.consumer))
+                entries = self._flush(done, fetch=self._fetch_count())
+                done = self._process(entries)
                 delay = 0.1
-                if self.settings.max_tasks and self.tasks_done >= self.settings.max_tasks:
+                if self.settings.max_tasks and (
+                    self.tasks_done + len(done.entries) >= self.settings.max_tasks
+                ):
+                    self._flush(done)
                     return
             except OUTAGE_ERRORS as exc:  # before ResponseError: a cluster's are ones too
+                done = _Batch()  # its entries are still in hand: handed back with the rest
                 group_ready = False
                 logger.warning("worker %s: Redis unavailable (%s)", self.consumer, exc)
                 refresh_after_outage(self.client)
@@ -202,14 +208,18 @@ class RedisWorker:
             except redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
+                done = _Batch()  # its entries are still in hand: handed back with the rest
                 group_ready = False  # the stream was deleted (or Redis restarted empty)
+        with contextlib.suppress(redis.RedisError):
+            self._flush(done)
         self._hand_back_all()
 
     def stop(self) -> None:
         """Stop claiming; the loop ends after the entry in hand."""
         self.stopping.set()
 
-    def _process(self, entries: list[QueueEntry]) -> None:
+    def _process(self, entries: list[QueueEntry]) -> _Batch:
+        """Run ``entries``; the outcomes not written yet come back as a batch to flush."""
         with self._lock:
             for entry in entries:
                 self.in_hand[entry.entry_id] = entry
@@ -218,14 +228,14 @@ class RedisWorker:
             if self.stopping.is_set():
                 self._flush(batch)
                 self._hand_back(entries[index:])
-                return
+                return _Batch()
             self._process_one(entry, batch)
             # Short tasks share one round trip; a slow one is reported at once so that its
             # successors need not wait for the rest of the batch.
             if time.monotonic() - batch.started > _FLUSH_AFTER_S:
                 self._flush(batch)
                 batch = _Batch()
-        self._flush(batch)
+        return batch
 
     def _process_one(self, entry: QueueEntry, batch: _Batch) -> None:
         if entry.deliveries > self.settings.max_deliveries:
@@ -341,12 +351,40 @@ class RedisWorker:
         except Exception:  # noqa: BLE001 - find the records that will not pickle
             return self.signer.dumps([_portable_record(r) for r in records])
 
-    def _flush(self, batch: _Batch) -> None:
-        """Store results, then post completions, then acknowledge: nothing is lost between."""
-        if not batch.entries:
-            return
-        # One round trip, in this order on one connection: results, completions, acks.
+    def _flush(self, batch: _Batch, fetch: int = 0) -> list[QueueEntry]:
+        """Store results, then post completions, then acknowledge: nothing is lost between.
+
+        With ``fetch``, the same round trip then claims up to that many new entries (waiting
+        up to ``block_ms`` for the first) and returns them.
+        """
+        # One round trip, in this order on one connection: results, completions, acks, and
+        # the next claim. The claim's reply comes after the writes' replies, so an entry is
+        # taken out of hand only once its completion is known to be written.
         pipe = self.client.pipeline(transaction=False)
+        self._queue_outcomes(pipe, batch)
+        writes = len(pipe)
+        if fetch:
+            self.queue.queue_fetch(pipe, self.consumer, fetch, self.settings.block_ms)
+        if not len(pipe):
+            return []
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies[:writes]:
+            if isinstance(reply, Exception):
+                raise reply
+        if batch.entries:
+            with self._lock:
+                for entry in batch.entries:
+                    self.in_hand.pop(entry.entry_id, None)
+            self.tasks_done += len(batch.entries)
+            self.tasks_failed += batch.failed
+        if not fetch:
+            return []
+        if isinstance(replies[-1], Exception):
+            raise replies[-1]
+        return self.queue.entries(replies[-1])
+
+    def _queue_outcomes(self, pipe: Any, batch: _Batch) -> None:
+        """Queue on ``pipe`` the batch's results, then its completions, then its acks."""
         for run_id, (state, results, blobs) in batch.runs.items():
             channel = state.context.channel
             if results and isinstance(channel, RedisChannel):
@@ -357,12 +395,6 @@ class RedisWorker:
                 pipe.xadd(keys.done(run_id), {b"b": blob})
             pipe.expire(keys.done(run_id), RUN_TTL_S)
         self.queue.queue_ack(pipe, [e.entry_id for e in batch.entries])
-        pipe.execute()
-        with self._lock:
-            for entry in batch.entries:
-                self.in_hand.pop(entry.entry_id, None)
-        self.tasks_done += len(batch.entries)
-        self.tasks_failed += batch.failed
 
     def _post(self, run_id: str, blob: bytes) -> None:
         pipe = self.client.pipeline(transaction=True)

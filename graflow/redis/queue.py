@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,40 @@ class RedisTaskQueue:
             pipe.xadd(self.stream, {b"r": run_id.encode(), b"b": blob})
         pipe.execute()
 
+    def submit_and_read(
+        self,
+        run_id: str,
+        blobs: list[bytes],
+        stream: str,
+        last_id: bytes,
+        block_ms: int,
+        on_submitted: Callable[[], None],
+    ) -> Any:
+        """``submit`` the blobs and XREAD ``stream`` after ``last_id`` in one round trip.
+
+        The read blocks up to ``block_ms``; its reply is returned as ``xread`` returns it.
+        ``on_submitted`` is called once Redis has confirmed every XADD and before the wait,
+        so an error while waiting (Redis going away) does not make the caller submit the
+        items again.
+        """
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            commands: list[tuple[Any, ...]] = [
+                ("XADD", self.stream, "*", b"r", run_id.encode(), b"b", blob) for blob in blobs
+            ]
+            commands.append(("XREAD", "COUNT", 1000, "BLOCK", block_ms, "STREAMS", stream, last_id))
+            conn.send_packed_command(conn.pack_commands(commands))
+            for _ in blobs:
+                conn.read_response()
+            on_submitted()
+            return self.client.parse_response(conn, "XREAD")
+        except BaseException:
+            conn.disconnect()  # replies may be left unread on it
+            raise
+        finally:
+            pool.release(conn)
+
     def depth(self) -> int:
         """Entries in the stream (waiting or in flight)."""
         return int(self.client.xlen(self.stream))
@@ -89,6 +124,14 @@ class RedisTaskQueue:
         reply = self.client.xreadgroup(
             self.group, consumer, {self.stream: ">"}, count=count, block=block_ms
         )
+        return self.entries(reply)
+
+    def queue_fetch(self, pipe: Any, consumer: str, count: int, block_ms: int) -> None:
+        """Queue on ``pipe`` the claim that ``fetch`` makes (``entries`` reads its reply)."""
+        pipe.xreadgroup(self.group, consumer, {self.stream: ">"}, count=count, block=block_ms)
+
+    def entries(self, reply: Any) -> list[QueueEntry]:
+        """The entries of an XREADGROUP reply; malformed ones are dead-lettered."""
         entries: list[QueueEntry] = []
         for _stream, messages in reply or ():
             for entry_id, fields in messages:
