@@ -14,6 +14,11 @@ Numbers and bytes travel unsigned: neither is ever unpickled (signing guards aga
 execution through pickles), and skipping the MAC keeps a 100 MB bytes value from costing a
 SHA-256 pass on each side. Every multi-step operation is one Lua script or one MULTI over a
 single key, so it is atomic across processes and nodes and legal on Redis Cluster.
+
+Values of ``bulk.LARGE_BYTES`` or more (once encoded) are written and read with
+``graflow.redis.bulk``: sent as marker (or signed envelope) and payload without joining
+them, received straight into one ``bytes``. ``get`` is a plain GET (the get script only
+for lists), so a 100 MB value is never copied into and out of a Lua string.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ from redis.lock import Lock
 
 from graflow.channels.base import Channel
 from graflow.channels.factory import ChannelFactory
+from graflow.core import codec
 from graflow.exceptions import BackendError, BackendUnavailable, PoisonMessage, RejectedBlob
-from graflow.redis import keys
+from graflow.redis import bulk, keys
 from graflow.redis.connect import (
     OUTAGE_ERRORS,
     RedisClient,
@@ -61,6 +67,7 @@ _BYTES_MARK: Final = b"#b:"
 _SCAN_COUNT: Final = 1000
 _UNLINK_BATCH: Final = 500
 _LOCK_POLL_S: Final = 0.01
+_ABSENT: Final = object()
 
 # The value under KEYS[1] as {type, string} or {type, list of items}; nil when missing.
 _GET_LUA: Final = """
@@ -69,6 +76,22 @@ if kind == 'string' then return {kind, redis.call('GET', KEYS[1])} end
 if kind == 'list' then return {kind, redis.call('LRANGE', KEYS[1], 0, -1)} end
 if kind == 'none' then return false end
 return {kind}
+"""
+
+# For each of KEYS: the length of its string, -1 when missing, -2 for another type.
+_SIZES_LUA: Final = """
+local sizes = {}
+for i, key in ipairs(KEYS) do
+  local kind = redis.call('TYPE', key)['ok']
+  if kind == 'string' then
+    sizes[i] = redis.call('STRLEN', key)
+  elseif kind == 'none' then
+    sizes[i] = -1
+  else
+    sizes[i] = -2
+  end
+end
+return sizes
 """
 
 # Push ARGV[1] at the front (ARGV[2] == '1') or back; ARGV[3]: TTL in ms or 0 to keep the
@@ -234,6 +257,7 @@ class RedisChannel(Channel):
         """Use ``client`` and register the channel's scripts on it."""
         self._client = client
         self._get_script = client.register_script(_GET_LUA)
+        self._sizes_script = client.register_script(_SIZES_LUA)
         self._push_script = client.register_script(_PUSH_LUA)
         self._add_script = client.register_script(_ADD_LUA)
 
@@ -264,12 +288,20 @@ class RedisChannel(Channel):
             pipe = self._client.pipeline(transaction=True)
             self._queue_list(pipe, name, value, px)
             pipe.execute()
+            return
+        parts = self._encode_parts(value)
+        if len(parts) > 1:
+            bulk.set_parts(self._client, name, parts, px)
         else:
-            self._client.set(name, self._encode(value), px=px)
+            self._client.set(name, parts[0], px=px)
 
     @_translating_errors
     def update(self, mapping: Mapping[str, Any]) -> None:
-        """``set`` every item of ``mapping`` with the default TTL, in one transaction."""
+        """``set`` every item of ``mapping`` with the default TTL, in one transaction.
+
+        Values whose encoding has ``bulk.LARGE_BYTES`` or more are written first, each on
+        its own (see ``queue_update``).
+        """
         if not mapping:
             return
         pipe = self._client.pipeline(transaction=True)
@@ -277,13 +309,21 @@ class RedisChannel(Channel):
         pipe.execute()
 
     def queue_update(self, pipe: Pipeline, mapping: Mapping[str, Any]) -> None:
-        """Queue on ``pipe`` the writes of ``update(mapping)`` (the caller executes it)."""
+        """Queue on ``pipe`` the writes of ``update(mapping)`` (the caller executes it).
+
+        A large value is written at once instead, sent as it is (a pipeline would copy it
+        into one buffer): it is stored before anything queued on ``pipe`` runs.
+        """
         for key, value in mapping.items():
             name = keys.channel(self.name, key)
             if type(value) is list and value:
                 self._queue_list(pipe, name, value, self._default_ms)
+                continue
+            parts = self._encode_parts(value)
+            if len(parts) > 1:
+                bulk.set_parts(self._client, name, parts, self._default_ms)
             else:
-                pipe.set(name, self._encode(value), px=self._default_ms)
+                pipe.set(name, parts[0], px=self._default_ms)
 
     def _queue_list(self, pipe: Pipeline, name: str, items: list[Any], px: int) -> None:
         """Queue on ``pipe`` the commands that replace ``name`` with the list ``items``."""
@@ -295,10 +335,16 @@ class RedisChannel(Channel):
     @_translating_errors
     def get(self, key: str, default: Any = None) -> Any:
         """The value under ``key`` (a list for list keys), or ``default`` when missing."""
-        reply = self._get_script(keys=[keys.channel(self.name, key)])
-        if reply is None:
+        name = keys.channel(self.name, key)
+        try:
+            found = bulk.get_string(self._client, name, _BYTES_MARK)
+        except bulk.WrongType:
+            reply = self._get_script(keys=[name])  # a list: read whole in one step
+            return default if reply is None else self._decode_reply(key, reply)
+        if found is None:
             return default
-        return self._decode_reply(key, reply)
+        is_bytes, raw = found
+        return raw if is_bytes else self._decode(key, raw)
 
     @_translating_errors
     def delete(self, key: str) -> bool:
@@ -329,22 +375,28 @@ class RedisChannel(Channel):
 
     @_translating_errors
     def snapshot(self) -> dict[str, Any]:
-        """Every live key and its value, read in pipelined batches."""
+        """Every live key and its value, read in batches (large values one by one)."""
         names = list(dict.fromkeys(self._scan()))
         contents: dict[str, Any] = {}
         for start in range(0, len(names), _SCAN_COUNT):
-            batch = names[start : start + _SCAN_COUNT]
-            pipe = self._client.pipeline(transaction=False)
-            for name in batch:
-                if is_cluster(pipe):  # a cluster pipeline refuses EVALSHA; one slot, one node
-                    pipe.execute_command("EVAL", _GET_LUA, 1, name)  # type: ignore[no-untyped-call]
-                else:
-                    self._get_script(keys=[name], client=pipe)
-            for name, reply in zip(batch, pipe.execute(), strict=True):
-                if reply is not None:
-                    key = name[self._key_start :].decode()
-                    contents[key] = self._decode_reply(key, reply)
+            self._read_batch(names[start : start + _SCAN_COUNT], contents)
         return contents
+
+    def _read_batch(self, names: list[bytes], contents: dict[str, Any]) -> None:
+        """Add the values of ``names`` to ``contents`` (keys gone meanwhile are left out)."""
+        sizes = self._sizes_script(keys=names)
+        small = [n for n, size in zip(names, sizes, strict=True) if 0 <= size < bulk.LARGE_BYTES]
+        values: list[Any] = self._client.mget(small) if small else []
+        for name, raw in zip(small, values, strict=True):
+            if raw is not None:
+                key = name[self._key_start :].decode()
+                contents[key] = self._decode(key, raw)
+        for name, size in zip(names, sizes, strict=True):
+            if size >= bulk.LARGE_BYTES or size == -2:
+                key = name[self._key_start :].decode()
+                value = self.get(key, _ABSENT)
+                if value is not _ABSENT:
+                    contents[key] = value
 
     def append(self, key: str, value: Any, ttl: float | None = None) -> int:
         """Add ``value`` to the end of the list under ``key``; return the new length."""
@@ -452,6 +504,18 @@ class RedisChannel(Channel):
             yield from self._client.scan_iter(match=pattern, count=_SCAN_COUNT, target_nodes=node)
         else:
             yield from self._client.scan_iter(match=pattern, count=_SCAN_COUNT)
+
+    def _encode_parts(self, value: Any) -> list[bytes]:
+        """``value`` as ``_encode`` stores it, in two parts when large (sent one after the
+        other, never joined)."""
+        if type(value) is bytes and len(value) >= bulk.LARGE_BYTES:
+            return [_BYTES_MARK, value]
+        if type(value) in (bytes, int, float) or (type(value) is list and not value):
+            return [self._encode(value)]
+        payload = codec.dumps(value)
+        if len(payload) >= bulk.LARGE_BYTES:
+            return [self._signer.envelope(payload), payload]
+        return [self._signer.sign(payload)]
 
     def _encode(self, value: Any) -> bytes:
         """``value`` as stored in a string key or list item (see the module docstring)."""

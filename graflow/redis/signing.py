@@ -84,13 +84,23 @@ class Signer:
 
     def sign(self, payload: bytes) -> bytes:
         """``payload`` in a signed envelope."""
+        return b"".join((self.envelope(payload), payload))
+
+    def envelope(self, payload: bytes | memoryview) -> bytes:
+        """What goes in front of ``payload`` in its signed envelope (header and MAC).
+
+        ``envelope(p) + p == sign(p)``: a large payload can be sent after it as it is.
+        """
         mac = hmac.new(self._keys[0], _HEADER, hashlib.sha256)
         mac.update(payload)
-        return b"".join((_HEADER, mac.digest(), payload))
+        return _HEADER + mac.digest()
 
     def verify(self, blob: bytes) -> bytes:
         """The payload of a signed ``blob``; ``RejectedBlob`` (a PoisonMessage) otherwise."""
-        blob = bytes(blob)
+        return bytes(self._verified(bytes(blob)))
+
+    def _verified(self, blob: bytes) -> memoryview:
+        """The payload of a signed ``blob``, as a view into it (no copy of a large one)."""
         if not blob.startswith(_MAGIC):
             raise RejectedBlob("unsigned", f"unsigned blob of {len(blob)} bytes")
         if len(blob) < _FIXED_BYTES:
@@ -103,7 +113,7 @@ class Signer:
         if len(blob) < header_end + _MAC_BYTES:
             raise RejectedBlob("truncated", f"truncated blob of {len(blob)} bytes")
         header, mac = blob[:header_end], blob[header_end : header_end + _MAC_BYTES]
-        payload = blob[header_end + _MAC_BYTES :]
+        payload = memoryview(blob)[header_end + _MAC_BYTES :]
         if not any(hmac.compare_digest(mac, _mac(key, header, payload)) for key in self._keys):
             raise RejectedBlob("signature", "bad signature (forged or signed with another secret)")
         if header != _HEADER:
@@ -116,10 +126,10 @@ class Signer:
 
     def loads(self, blob: bytes) -> Any:
         """The object in a blob made by ``dumps``, unpickled only after its signature checks."""
-        return codec.loads(self.verify(blob))
+        return codec.loads(self._verified(bytes(blob)))
 
 
-def _mac(key: bytes, header: bytes, payload: bytes) -> bytes:
+def _mac(key: bytes, header: bytes, payload: bytes | memoryview) -> bytes:
     """HMAC-SHA256 of header and payload under ``key``."""
     mac = hmac.new(key, header, hashlib.sha256)
     mac.update(payload)

@@ -234,3 +234,13 @@ def test_secrets_never_appear_in_messages_reprs_or_logs(
     for text in texts:
         for secret in (SECRET.decode(), OTHER.decode(), short):
             assert secret not in text
+
+
+def test_an_envelope_and_its_payload_are_the_signed_blob() -> None:
+    signer = Signer(SECRET)
+    payload = pickle.dumps({"value": b"x" * 100_000})
+    blob = signer.envelope(memoryview(payload)) + payload
+    assert blob == signer.sign(payload)
+    assert signer.loads(blob) == {"value": b"x" * 100_000}
+    assert signer.verify(blob) == payload
+    assert type(signer.verify(blob)) is bytes
