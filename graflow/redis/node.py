@@ -45,7 +45,7 @@ from graflow.redis import keys
 from graflow.redis.backend import RUN_TTL_S, StoredValue
 from graflow.redis.channel import RedisChannel
 from graflow.redis.connect import OUTAGE_ERRORS, RedisClient, client, refresh_after_outage
-from graflow.redis.queue import QueueEntry, RedisTaskQueue
+from graflow.redis.queue import QueueEntry, RedisTaskQueue, execute_then_wait
 from graflow.redis.runs import UnloadableRun, fetch_nodes, fetch_run
 from graflow.redis.signing import Signer
 from graflow.worker.meter import TaskMeter
@@ -358,17 +358,22 @@ class RedisWorker:
         up to ``block_ms`` for the first) and returns them.
         """
         # One round trip, in this order on one connection: results, completions, acks, and
-        # the next claim. The claim's reply comes after the writes' replies, so an entry is
-        # taken out of hand only once its completion is known to be written.
+        # the next claim. The writes' replies are read before waiting for the claim's, so
+        # Redis going away during the wait does not hand back (and rerun) finished entries.
         pipe = self.client.pipeline(transaction=False)
         self._queue_outcomes(pipe, batch)
-        writes = len(pipe)
-        if fetch:
-            self.queue.queue_fetch(pipe, self.consumer, fetch, self.settings.block_ms)
-        if not len(pipe):
+        if not fetch:
+            if len(pipe):
+                self._written(batch, pipe.execute(raise_on_error=False))
             return []
-        replies = pipe.execute(raise_on_error=False)
-        for reply in replies[:writes]:
+        self.queue.queue_fetch(pipe, self.consumer, fetch, self.settings.block_ms)
+        return self.queue.entries(
+            execute_then_wait(self.client, pipe, lambda replies: self._written(batch, replies))
+        )
+
+    def _written(self, batch: _Batch, replies: list[Any]) -> None:
+        """The batch's writes are done: its entries are out of hand (or an error raised)."""
+        for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
         if batch.entries:
@@ -377,11 +382,6 @@ class RedisWorker:
                     self.in_hand.pop(entry.entry_id, None)
             self.tasks_done += len(batch.entries)
             self.tasks_failed += batch.failed
-        if not fetch:
-            return []
-        if isinstance(replies[-1], Exception):
-            raise replies[-1]
-        return self.queue.entries(replies[-1])
 
     def _queue_outcomes(self, pipe: Any, batch: _Batch) -> None:
         """Queue on ``pipe`` the batch's results, then its completions, then its acks."""

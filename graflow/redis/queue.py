@@ -26,7 +26,7 @@ import redis
 from graflow.redis import keys
 from graflow.redis.connect import RedisClient
 
-__all__ = ["QueueEntry", "RedisTaskQueue"]
+__all__ = ["QueueEntry", "RedisTaskQueue", "execute_then_wait"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,23 +96,18 @@ class RedisTaskQueue:
         so an error while waiting (Redis going away) does not make the caller submit the
         items again.
         """
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
-        try:
-            commands: list[tuple[Any, ...]] = [
-                ("XADD", self.stream, "*", b"r", run_id.encode(), b"b", blob) for blob in blobs
-            ]
-            commands.append(("XREAD", "COUNT", 1000, "BLOCK", block_ms, "STREAMS", stream, last_id))
-            conn.send_packed_command(conn.pack_commands(commands))
-            for _ in blobs:
-                conn.read_response()
+        pipe = self.client.pipeline(transaction=False)
+        for blob in blobs:
+            pipe.xadd(self.stream, {b"r": run_id.encode(), b"b": blob})
+        pipe.xread({stream: last_id}, count=1000, block=block_ms)
+
+        def submitted(replies: list[Any]) -> None:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
             on_submitted()
-            return self.client.parse_response(conn, "XREAD")
-        except BaseException:
-            conn.disconnect()  # replies may be left unread on it
-            raise
-        finally:
-            pool.release(conn)
+
+        return execute_then_wait(self.client, pipe, submitted)
 
     def depth(self) -> int:
         """Entries in the stream (waiting or in flight)."""
@@ -234,6 +229,43 @@ class RedisTaskQueue:
             info = self.client.xpending(self.stream, self.group)
             return int(info["pending"])
         return 0
+
+
+def execute_then_wait(client: Any, pipe: Any, on_written: Callable[[list[Any]], None]) -> Any:
+    """Send ``pipe``'s commands in one round trip, the last one a blocking read; its reply.
+
+    ``on_written`` gets the replies of the other commands (errors in place) as soon as they
+    are in, before the wait: what they did is known even if the wait then fails. Without a
+    connection pool (Redis Cluster), it is called once the whole pipeline returns.
+    """
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:
+        everything = pipe.execute(raise_on_error=False)
+        on_written(everything[:-1])
+        if isinstance(everything[-1], Exception):
+            raise everything[-1]
+        return everything[-1]
+    stack = pipe.command_stack
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command(conn.pack_commands([args for args, _ in stack]))
+        replies: list[Any] = []
+        for args, options in stack[:-1]:
+            try:
+                replies.append(client.parse_response(conn, args[0], **options))
+            except redis.ResponseError as exc:
+                replies.append(exc)
+        on_written(replies)
+        args, options = stack[-1]
+        return client.parse_response(conn, args[0], **options)
+    except redis.ResponseError:
+        raise  # the last reply was read: the connection is in step
+    except BaseException:
+        conn.disconnect()  # replies may be left unread on it
+        raise
+    finally:
+        pool.release(conn)
+        pipe.reset()
 
 
 class MalformedEntry(ValueError):

@@ -2,13 +2,14 @@
 
 Covers ``graflow.redis.bulk`` (SET of parts, GET straight off the socket) on both protocols,
 the channel's use of it (bytes, signed pickles, snapshots, forged large values), and the
-producer's one-round-trip submit-and-wait when Redis drops the connection mid-wait.
+one-round-trip write-and-wait of producer and worker when Redis drops them mid-wait.
 """
 
 from __future__ import annotations
 
 import pickle
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,13 @@ from typing import Any
 import pytest
 import redis
 
+import graflow
+from graflow.core.task import TaskWrapper
+from graflow.core.workflow import workflow
 from graflow.exceptions import PoisonMessage
 from graflow.redis import bulk, keys
 from graflow.redis.channel import RedisChannel
+from graflow.redis.node import NodeSettings, RedisWorker
 from graflow.redis.queue import RedisTaskQueue
 from graflow.redis.signing import Signer
 from tests.conftest import RedisServer
@@ -182,3 +187,59 @@ def test_items_are_queued_once_when_redis_drops_the_producer_while_it_waits(
     assert isinstance(outcome[0], redis.ConnectionError)
     assert queue.depth() == 2
     client.delete(queue.stream)
+
+
+def answer() -> int:
+    return 42
+
+
+def kill_clients_running(client: redis.Redis, command: str) -> int:
+    """CLIENT KILL every connection whose current command is ``command``."""
+    killed = 0
+    for info in client.client_list():
+        if info.get("cmd") == command:
+            killed += client.client_kill_filter(_id=info["id"])
+    return killed
+
+
+def wait_for(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_a_worker_dropped_while_it_waits_does_not_hand_back_finished_entries(
+    redis_server: RedisServer, run_id: str
+) -> None:
+    if not redis_server.is_running():
+        redis_server.start()
+    client = redis.Redis.from_url(redis_server.url)
+    queue = f"bulk-{run_id}"
+    settings = NodeSettings(url=redis_server.url, queue=queue, node_id=run_id, block_ms=20_000)
+    worker = RedisWorker(settings, Signer(SECRET), f"{run_id}:0")
+    serving = threading.Thread(target=worker.serve)
+    serving.start()
+    try:
+        with workflow("answer") as wf:
+            TaskWrapper("answer", answer)
+        result = graflow.run(wf, redis=redis_server.url, queue=queue, secret=SECRET)
+        assert result.value == 42
+        # The worker now waits for its next entry in the round trip that wrote the outcome.
+        wait_for(lambda: kill_clients_running(client, "xreadgroup"), "the worker to wait")
+        wait_for(lambda: worker.tasks_done == 1 and not worker.in_hand, "the outcome to count")
+        # Back from the outage, it waits again: by then it handed back what it still held.
+        wait_for(lambda: any(i.get("cmd") == "xreadgroup" for i in client.client_list()), "a wait")
+        stream = keys.queue_stream(queue)
+        assert client.xlen(stream) == 0
+        assert client.xpending(stream, keys.queue_group)["pending"] == 0
+        assert worker.tasks_done == 1
+    finally:
+        worker.stop()
+        wait_for(
+            lambda: kill_clients_running(client, "xreadgroup") or not serving.is_alive(), "stop"
+        )
+        serving.join(DEADLINE_S)
+        client.delete(keys.queue_stream(queue), keys.dead_letters(queue))
+        client.close()
