@@ -84,10 +84,10 @@ return {kind}
 # For each of KEYS: the length of its string, -1 when missing, -2 for another type.
 _SIZES_LUA: Final = """
 local sizes = {}
-for i, key in ipairs(KEYS) do
-  local kind = redis.call('TYPE', key)['ok']
+for i = 1, #KEYS do
+  local kind = redis.call('TYPE', KEYS[i])['ok']
   if kind == 'string' then
-    sizes[i] = redis.call('STRLEN', key)
+    sizes[i] = redis.call('STRLEN', KEYS[i])
   elseif kind == 'none' then
     sizes[i] = -1
   else

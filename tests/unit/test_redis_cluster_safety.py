@@ -27,7 +27,7 @@ _CLIENTISH = re.compile(r"client|redis|pipe|conn", re.IGNORECASE)
 _CONSTRUCTORS = {"Redis", "StrictRedis", "RedisCluster", "ConnectionPool", "from_url"}
 _MULTI_KEY = {"delete", "unlink", "exists", "mget", "touch"}
 _LUA_CALL = re.compile(r"redis\.p?call\(")
-_KEYS_INDEX = re.compile(r"KEYS\[\d+\]")
+_KEYS_INDEX = re.compile(r"KEYS\[(?:\d+|[A-Za-z_]\w*)\]")  # KEYS[1], or KEYS[i] in a loop
 
 
 def _modules() -> Iterator[tuple[Path, ast.Module]]:
