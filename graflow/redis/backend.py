@@ -7,6 +7,13 @@
 stream in one round trip (the XADDs' replies are read before the wait, so items are never
 queued twice when Redis goes away while the producer waits).
 
+Chain lookahead (graflow.core.lookahead): a chain's next tasks travel in the stream entry of
+the running one, each marked with its predecessor; the worker runs one only after its
+predecessor finished cleanly (posting that completion first) and otherwise reports it void.
+A conditional item whose predecessor already left cannot join it and is void at once. An
+entry redelivered after a crash is split, so its conditional items run apart from their
+predecessors and come back void: one the scheduler has adopted meanwhile is queued again.
+
 Start of a run: the graph and the task handlers are stored (signed) under the run's keys;
 tasks created at run time are appended to the run's node list before any item that needs
 them is queued. Workers resolve a task's arguments from the run's channel in Redis and
@@ -71,6 +78,7 @@ class RedisBackend:
     """ExecutorBackend that queues a scheduler's items on Redis for remote workers."""
 
     prepares_kwargs = False
+    chain_lookahead = 8  # conditional successors sent with a chain's running task
 
     def __init__(
         self,
@@ -87,6 +95,11 @@ class RedisBackend:
         self.timeout_s = timeout_s
         self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self.pending: list[WorkItem] = []
+        # Conditional items (graflow.core.lookahead): seq -> (the item, its predecessor's seq),
+        # until their completion is in.
+        self.conditional: dict[int, tuple[WorkItem, int]] = {}
+        # Conditional items whose predecessor had already left: predecessor seq -> item.
+        self.held: dict[int, WorkItem] = {}
         self.outstanding: set[int] = set()
         self.nodes_sent = 0
         self.last_id = b"0-0"
@@ -115,6 +128,19 @@ class RedisBackend:
     def submit(self, item: WorkItem, exe: Executable, inline: bool) -> Completion | None:
         self.pending.append(item)
         return None
+
+    def submit_after(self, item: WorkItem, exe: Executable, parent: int) -> None:
+        """Hand over ``item``, to run only if item ``parent`` finishes cleanly.
+
+        It travels in its predecessor's stream entry, so one worker runs both in order. A
+        predecessor already sent cannot take it: it waits here for the predecessor's
+        completion, then goes out plainly if that was clean, else comes back void.
+        """
+        if not any(queued.seq == parent for queued in self.pending):
+            self.held[parent] = item
+            return
+        self.conditional[item.seq] = (item, parent)
+        self.pending.append(item)
 
     def wait(self, timeout_s: float | None) -> list[Completion]:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -151,11 +177,7 @@ class RedisBackend:
             return self._read(block_ms)
         self._append_nodes()
         pending = self.pending
-        size = self._entry_size(len(pending))
-        blobs = [
-            self.signer.dumps([i.as_tuple() for i in pending[start : start + size]])
-            for start in range(0, len(pending), size)
-        ]
+        blobs = [self.signer.dumps(entry) for entry in self._entries(pending)]
 
         def submitted() -> None:
             self.outstanding.update(i.seq for i in pending)
@@ -178,6 +200,29 @@ class RedisBackend:
         pipe.execute()
         self.nodes_sent = len(dynamic)
 
+    def _entries(self, items: list[WorkItem]) -> list[list[tuple[Any, ...]]]:
+        """Items in stream entries (wire form); a conditional one shares its predecessor's.
+
+        A conditional item's tuple ends with its predecessor's seq.
+        """
+        units: list[list[tuple[Any, ...]]] = []
+        unit_of: dict[int, list[tuple[Any, ...]]] = {}
+        for item in items:
+            cond = self.conditional.get(item.seq)
+            parent = unit_of.get(cond[1]) if cond is not None else None
+            if parent is None:
+                unit: list[tuple[Any, ...]] = [item.as_tuple()]
+                units.append(unit)
+            else:
+                unit = parent
+                unit.append((*item.as_tuple(), cond[1]))  # type: ignore[index]
+            unit_of[item.seq] = unit
+        size = self._entry_size(len(units))
+        entries: list[list[tuple[Any, ...]]] = []
+        for start in range(0, len(units), size):
+            entries.append([raw for unit in units[start : start + size] for raw in unit])
+        return entries
+
     def _entry_size(self, count: int) -> int:
         """Items per stream entry: many short tasks share one, long ones travel alone."""
         spread = max(1, -(-count // _MIN_ENTRIES))  # keep enough entries for every worker
@@ -193,24 +238,94 @@ class RedisBackend:
     def _completions(self, reply: Any) -> list[Completion]:
         """The first completion of each outstanding item in an XREAD reply."""
         completions: list[Completion] = []
+        clean: set[int] = set()  # items of this reply that finished cleanly
         for _stream, messages in reply or ():
             for entry_id, fields in messages:
                 self.last_id = entry_id
                 for completion in self._parse(fields):
-                    if completion.seq in self.outstanding:
-                        self.outstanding.discard(completion.seq)
-                        completions.append(completion)
+                    if completion.seq not in self.outstanding:
+                        continue
+                    cond = self.conditional.pop(completion.seq, None)
+                    if cond is not None:
+                        accepted = self._conditional_outcome(completion, *cond, clean)
+                        if accepted is None:
+                            continue
+                        completion = accepted
+                    is_clean = completion.ok and not completion.commands and not completion.void
+                    if is_clean:
+                        clean.add(completion.seq)
+                    self.outstanding.discard(completion.seq)
+                    completions.append(completion)
+                    self._release(completion.seq, is_clean, completions)
         if completions:
             total = sum(c.duration_s for c in completions) / len(completions)
             avg = self.avg_task_s
             self.avg_task_s = total if avg is None else 0.7 * avg + 0.3 * total
         return completions
 
+    def _is_adopted(self, item: WorkItem, parent: int, clean: set[int]) -> bool:
+        """True if the scheduler took (or is about to take) ``item`` as a plain task: its
+        predecessor finished cleanly, applied already or earlier in this reply."""
+        if parent in clean:
+            return True
+        lookahead = getattr(self.scheduler, "lookahead", None)
+        return lookahead is None or not lookahead.is_unresolved(item.seq)
+
+    def _conditional_outcome(
+        self, completion: Completion, item: WorkItem, parent: int, clean: set[int]
+    ) -> Completion | None:
+        """What the scheduler gets of a conditional item's completion (None: not now).
+
+        Adopted (its predecessor finished cleanly): the completion, or, void (it ran apart
+        from its predecessor after a redelivery), the item is queued again. Not adopted: a
+        void for the scheduler once the predecessor's completion is in; until then the item
+        is held on it, as if it had been submitted after the predecessor left.
+        """
+        if self._is_adopted(item, parent, clean):
+            if completion.void:
+                self._queue_again(item.seq)
+                return None
+            return completion
+        if parent in self.outstanding:
+            self.held[parent] = item
+            return None
+        return Completion(item.seq, item.task_id, False, void=True)
+
+    def _release(self, parent: int, clean: bool, completions: list[Completion]) -> None:
+        """Item ``parent`` finished: send the item held on it, or report it (and the items
+        held on it in turn) void."""
+        child = self.held.pop(parent, None)
+        if child is None:
+            return
+        if not clean:
+            self.outstanding.discard(child.seq)
+            completions.append(Completion(child.seq, child.task_id, False, void=True))
+            self._release(child.seq, False, completions)
+            return
+        self.pending.append(child)
+        grandchild = self.held.pop(child.seq, None)
+        while grandchild is not None:  # its own successors go with it, conditionally
+            self.conditional[grandchild.seq] = (grandchild, child.seq)
+            self.pending.append(grandchild)
+            child, grandchild = grandchild, self.held.pop(grandchild.seq, None)
+
+    def _queue_again(self, seq: int) -> None:
+        """A conditional item the scheduler has adopted came back unrun: queue it plainly.
+
+        That happens when its entry was redelivered and split (its worker died), so it ran
+        apart from its predecessor.
+        """
+        entry = self.scheduler.inflight.get(seq)
+        if entry is not None:
+            self.pending.append(entry[1])
+
     def _parse(self, fields: Any) -> list[Completion]:
         try:
             records = self.signer.loads(fields[b"b"])
             return [
                 Completion(seq, task_id, ok, value, error, commands, duration, tb, True)
+                if ok is not None
+                else Completion(seq, task_id, False, void=True)
                 for seq, task_id, ok, value, error, commands, duration, tb in records
             ]
         except (PoisonMessage, KeyError, TypeError, ValueError) as exc:

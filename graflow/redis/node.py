@@ -2,7 +2,8 @@
 
     node supervisor (one per host/container)
       ├── worker 0 ─┐   XREADGROUP (blocks on Redis) → verify → run → XADD done → XACK+XDEL
-      ├── worker 1 ─┤     (the writes of one batch and the next XREADGROUP: one round trip)
+      ├── worker 1 ─┤     (the writes of one batch and the next XREADGROUP: one round trip;
+      │             │      a chain's conditional items run after a clean predecessor)
       │             │   heartbeat thread: XCLAIM own pending JUSTID every lease/3
       └── worker N ─┘   every few seconds: XPENDING IDLE > lease → reclaim, or dead-letter
 
@@ -56,6 +57,7 @@ __all__ = ["NodeObserver", "NodeSettings", "RedisWorker", "run_node"]
 logger = logging.getLogger(__name__)
 
 _INLINE_MAX_BYTES = 64 * 1024
+_ITEM_FIELDS = len(WorkItem(0, "").as_tuple())  # a conditional item's tuple adds its predecessor
 _RUN_CACHE = 16
 _FLUSH_AFTER_S = 0.002
 _RATE_WINDOW_S = 60.0  # the heartbeat's tasks/s covers about this long
@@ -242,14 +244,16 @@ class RedisWorker:
             self._give_up(entry)
             return
         try:
-            items = [WorkItem(*raw) for raw in self.signer.loads(entry.blob)]
-        except (PoisonMessage, TypeError, ValueError) as exc:
+            raws = self.signer.loads(entry.blob)
+            items = [WorkItem(*raw[:_ITEM_FIELDS]) for raw in raws]
+            afters = [raw[_ITEM_FIELDS] if len(raw) > _ITEM_FIELDS else 0 for raw in raws]
+        except (PoisonMessage, TypeError, ValueError, IndexError) as exc:
             self._dead_letter(entry, f"undecodable work items: {exc}")
             return
         if entry.deliveries > 1 and len(items) > 1:
             # Redelivered after a crash: run each item on its own, so the one that kills
             # its worker is found and the others are not charged for it.
-            self._split(entry, items)
+            self._split(entry, raws)
             return
         try:
             state = self._run_state(entry.run_id, items)
@@ -259,31 +263,71 @@ class RedisWorker:
         if state is None:
             self._fail_items(entry, items, f"run {entry.run_id} is unknown or expired")
             return
-        records = []
+        self._run_items(entry, state, items, afters, batch)
+
+    def _run_items(
+        self,
+        entry: QueueEntry,
+        state: RunState,
+        items: list[WorkItem],
+        afters: list[int],
+        batch: _Batch,
+    ) -> None:
+        """Run an entry's items in order; a conditional one only after a clean predecessor."""
+        records: list[tuple[Any, ...]] = []
+        clean: set[int] = set()
         failed = 0
-        for item in items:
-            started = time.perf_counter()
-            self.meter.start(item.attempt)
-            completion = state.run(item)
-            if _is_outage(completion.error):
-                # Redis went away under the task: not its failure. Run it again once Redis
-                # is back (serve() hands the entry back) instead of failing the run. What
-                # the entry's tasks stored so far goes too: it must not ride along with the
-                # next entry of this run (a cluster failover showed it).
-                state.context.stored.clear()
-                raise redis.ConnectionError(f"task {item.task_id}: {completion.error}")
-            if self.on_completion is not None:
-                self.on_completion(completion)
-            elapsed = time.perf_counter() - started
-            self.meter.finish(completion.ok, elapsed)
-            avg = self.avg_task_s
-            self.avg_task_s = elapsed if avg is None else 0.8 * avg + 0.2 * elapsed
+        for item, after in zip(items, afters, strict=True):
+            if after:
+                if after not in clean:  # graflow.core.lookahead: it does not run
+                    records.append((item.seq, item.task_id, None, None, None, None, 0.0, None))
+                    continue
+                # The predecessor's outcome is posted before this item starts (the entry
+                # stays claimed): its successors need not wait for this one, and a crash of
+                # this item is charged to this item.
+                self._post_partial(entry.run_id, state, records)
+                records = []
+            completion = self._run_item(state, item)
             records.append(self._record(completion))
             failed += not completion.ok
+            if completion.ok and not completion.commands:
+                clean.add(item.seq)
         batch.add(entry, state, failed, self._seal(records))
 
-    def _split(self, entry: QueueEntry, items: list[WorkItem]) -> None:
-        blobs = [self.signer.dumps([item.as_tuple()]) for item in items]
+    def _run_item(self, state: RunState, item: WorkItem) -> Completion:
+        started = time.perf_counter()
+        self.meter.start(item.attempt)
+        completion = state.run(item)
+        if _is_outage(completion.error):
+            # Redis went away under the task: not its failure. Run it again once Redis
+            # is back (serve() hands the entry back) instead of failing the run. What
+            # the entry's tasks stored so far goes too: it must not ride along with the
+            # next entry of this run (a cluster failover showed it).
+            state.context.stored.clear()
+            raise redis.ConnectionError(f"task {item.task_id}: {completion.error}")
+        if self.on_completion is not None:
+            self.on_completion(completion)
+        elapsed = time.perf_counter() - started
+        self.meter.finish(completion.ok, elapsed)
+        avg = self.avg_task_s
+        self.avg_task_s = elapsed if avg is None else 0.8 * avg + 0.2 * elapsed
+        return completion
+
+    def _post_partial(self, run_id: str, state: RunState, records: list[tuple[Any, ...]]) -> None:
+        """Store the results and post the completions of an entry's first items (no ack)."""
+        pipe = self.client.pipeline(transaction=False)
+        channel = state.context.channel
+        if state.context.stored and isinstance(channel, RedisChannel):
+            channel.queue_update(pipe, state.context.stored)
+        elif state.context.stored:
+            channel.update(state.context.stored)
+        state.context.stored.clear()
+        pipe.xadd(keys.done(run_id), {b"b": self._seal(records)})
+        pipe.expire(keys.done(run_id), RUN_TTL_S)
+        pipe.execute()
+
+    def _split(self, entry: QueueEntry, raws: list[tuple[Any, ...]]) -> None:
+        blobs = [self.signer.dumps([raw]) for raw in raws]
         self.queue.submit(entry.run_id, blobs)
         self.queue.ack([entry.entry_id])
         with self._lock:
@@ -406,7 +450,7 @@ class RedisWorker:
         deliveries = entry.deliveries - 1
         reason = f"delivered {deliveries} times; its workers kept dying"
         try:
-            items = [WorkItem(*raw) for raw in self.signer.loads(entry.blob)]
+            items = [WorkItem(*raw[:_ITEM_FIELDS]) for raw in self.signer.loads(entry.blob)]
         except (PoisonMessage, TypeError, ValueError):
             self._dead_letter(entry, reason)
             return

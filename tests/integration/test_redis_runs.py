@@ -493,3 +493,114 @@ def test_forged_completions_are_ignored_by_the_producer(
 
     assert result.results == {"held": expected_value("held"), "next": expected_value("next")}
     assert not canary.exists()
+
+
+# -- chain lookahead ------------------------------------------------------------------------
+
+
+def chain_task(name: str, marks: Path, *, fail_first: bool = False, crash_first: bool = False,
+               terminate: bool = False, retries: int = 0) -> TaskWrapper:  # fmt: skip
+    """A marking task that, on its first execution, raises or kills its worker if told to,
+    or ends the workflow (``terminate``)."""
+    marks_dir = str(marks)
+
+    def body(ctx: Any) -> int:
+        path = os.path.join(marks_dir, ctx.task_id)
+        first = not os.path.exists(path)
+        with open(path, "a") as out:
+            out.write(f"{os.getpid()} {ctx.session_id}\n")
+        if first and crash_first:
+            os._exit(1)
+        if first and fail_first:
+            raise RuntimeError(f"{ctx.task_id} fails once")
+        if terminate:
+            ctx.terminate_workflow("enough")
+        return sum(map(ord, ctx.task_id))
+
+    return TaskWrapper(name, body, inject_context=True, max_retries=retries)
+
+
+@pytest.mark.timeout(60)
+def test_a_plain_chain_runs_ahead_on_one_worker(redis_node: RedisNode, tmp_path: Path) -> None:
+    with workflow("ahead") as wf:
+        graflow.chain(*[chain_task(f"c{i}", tmp_path) for i in range(6)])
+    result = graflow.run(wf, redis=redis_node.url, queue=redis_node.queue, timeout_s=40)
+    assert result.value == expected_value("c5")
+    ran = executions(tmp_path)
+    assert sorted(ran) == [f"c{i}" for i in range(6)]
+    assert all(len(pids) == 1 for pids in ran.values())
+    # The successors travelled with c0: one worker ran them all.
+    assert len({pids[0] for pids in ran.values()}) == 1
+    assert result.completed == [f"c{i}" for i in range(6)]
+
+
+@pytest.mark.timeout(60)
+def test_a_chain_stops_running_ahead_where_a_task_fails_or_ends_the_run(
+    redis_node: RedisNode, tmp_path: Path
+) -> None:
+    failing, ending = tmp_path / "failing", tmp_path / "ending"
+    failing.mkdir()
+    ending.mkdir()
+    with workflow("failing") as wf:
+        graflow.chain(
+            chain_task("a", failing),
+            chain_task("b", failing, fail_first=True, retries=1),
+            chain_task("c", failing),
+            chain_task("d", failing),
+        )
+    result = graflow.run(wf, redis=redis_node.url, queue=redis_node.queue, timeout_s=40)
+    assert result.value == expected_value("d")
+    assert {task: len(pids) for task, pids in executions(failing).items()} == {
+        "a": 1, "b": 2, "c": 1, "d": 1,
+    }  # fmt: skip
+    assert result.completed == ["a", "b", "c", "d"]
+
+    with workflow("ending") as wf:
+        graflow.chain(
+            chain_task("a", ending),
+            chain_task("b", ending, terminate=True),
+            chain_task("c", ending),
+            chain_task("d", ending),
+        )
+    result = graflow.run(wf, redis=redis_node.url, queue=redis_node.queue, timeout_s=40)
+    assert sorted(executions(ending)) == ["a", "b"]
+    assert result.completed == ["a", "b"]
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_killed_inside_a_chain_that_ran_ahead_loses_no_task(
+    redis_node: RedisNode, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    with workflow("killed") as wf:
+        graflow.chain(
+            chain_task("a", tmp_path),
+            chain_task("b", tmp_path),
+            chain_task("c", tmp_path, crash_first=True),
+            chain_task("d", tmp_path),
+            chain_task("e", tmp_path),
+        )
+    result = graflow.run(wf, redis=redis_node.url, queue=redis_node.queue, timeout_s=60)
+    assert result.value == expected_value("e")
+    ran = executions(tmp_path)
+    assert sorted(ran) == ["a", "b", "c", "d", "e"]
+    assert len(ran["c"]) == 2  # the crash, then the run that counted
+    assert result.completed == ["a", "b", "c", "d", "e"]
+    assert redis_client.xlen(keys.queue_stream(redis_node.queue)) == 0
+    assert dead_letters(redis_client, redis_node.queue) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_chain_longer_than_the_lookahead_runs_each_task_once_in_order(
+    redis_node: RedisNode, tmp_path: Path
+) -> None:
+    # Past the first entry, successors are held by the producer until their predecessor
+    # is done, then travel with the next entry; c13 fails once inside such a stretch.
+    names = [f"c{i}" for i in range(30)]
+    with workflow("long") as wf:
+        graflow.chain(*[chain_task(n, tmp_path, fail_first=n == "c13", retries=1) for n in names])
+    result = graflow.run(wf, redis=redis_node.url, queue=redis_node.queue, timeout_s=40)
+    assert result.value == expected_value("c29")
+    assert result.completed == names
+    assert {task: len(pids) for task, pids in executions(tmp_path).items()} == {
+        n: 2 if n == "c13" else 1 for n in names
+    }
