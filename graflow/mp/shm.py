@@ -38,6 +38,7 @@ import cloudpickle
 import psutil
 
 from graflow.exceptions import BackendError, PoisonMessage
+from graflow.mp import bigbuf
 
 __all__ = [
     "SHM_DIR",
@@ -60,6 +61,8 @@ DEFAULT_THRESHOLD_BYTES = 64 * 1024
 _NAME_RE = re.compile(r"graflow_(\d+)_[0-9a-f]{16}")
 _BYTES = "bytes"
 _BYTEARRAY = "bytearray"
+# The receiver reads the whole mapping: map its page tables in one go, not a fault at a time.
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
 # Why not multiprocessing.shared_memory.SharedMemory, which is the same shm_open + mmap:
 # - In 3.11 every instance registers with the resource tracker (a helper process, started on
@@ -120,37 +123,26 @@ def adopt(shared: Shared) -> Shared:
 def read_shared(kind: str, name: str, size_bytes: int) -> bytes | bytearray:
     """The value in a segment made by ``share``, copied out once (the segment stays).
 
-    The copy is a ``read`` system call, which runs without holding the GIL.
+    The copy is a ``read`` system call, which runs without holding the GIL, into memory
+    on huge pages where the kernel allows (``bigbuf``).
     """
     try:
         fd = os.open(_path(name), os.O_RDONLY)
     except FileNotFoundError as exc:
         raise BackendError(f"shared-memory segment {name} is gone", exc) from exc
     try:
-        if kind == _BYTEARRAY:
-            out = bytearray(size_bytes)
-            done = 0
-            with memoryview(out) as view:
-                while done < size_bytes:
-                    n = os.readv(fd, [view[done:]])
-                    if n == 0:
-                        break
-                    done += n
-        elif kind == _BYTES:
-            data = os.read(fd, size_bytes)
-            parts = [data]
-            done = len(data)
-            while done < size_bytes and data:
-                data = os.read(fd, size_bytes - done)
-                parts.append(data)
-                done += len(data)
-            result: bytes | bytearray = parts[0] if len(parts) == 1 else b"".join(parts)
-            return _checked(result, done, size_bytes, name)
+        # A forged size must not make us allocate what the segment does not hold.
+        if os.fstat(fd).st_size != size_bytes:
+            raise BackendError(f"shared-memory segment {name} is not {size_bytes} bytes")
+        if kind == _BYTES:
+            value, done = bigbuf.filled_from_fd(bytes, fd, size_bytes)
+        elif kind == _BYTEARRAY:
+            value, done = bigbuf.filled_from_fd(bytearray, fd, size_bytes)
         else:
             raise PoisonMessage(f"unknown shared value kind {kind!r}")
     finally:
         os.close(fd)
-    return _checked(out, done, size_bytes, name)
+    return _checked(value, done, size_bytes, name)
 
 
 def _checked(value: bytes | bytearray, done: int, size_bytes: int, name: str) -> bytes | bytearray:
@@ -221,9 +213,9 @@ class _Unpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
         kind, buffer = pid
         if kind == _BYTES:
-            value: bytes | bytearray = bytes(buffer)
+            value: bytes | bytearray = bigbuf.filled_from_buffer(bytes, buffer)
         elif kind == _BYTEARRAY:
-            value = bytearray(buffer)
+            value = bigbuf.filled_from_buffer(bytearray, buffer)
         else:
             raise pickle.UnpicklingError(f"unknown persistent id kind {kind!r}")
         self._loaded[id(pid)] = (pid, value)
@@ -360,7 +352,7 @@ def _map(ref: SegmentRef) -> memoryview:
         raise BackendError(f"shared-memory segment {ref.name} is gone", exc) from exc
     try:
         # Read-write and shared: numpy arrays come back writeable, and nobody else maps it.
-        return memoryview(mmap.mmap(fd, ref.size_bytes))
+        return memoryview(mmap.mmap(fd, ref.size_bytes, flags=_MAP_FLAGS))
     except ValueError as exc:
         message = f"shared-memory segment {ref.name} is not {ref.size_bytes} bytes"
         raise BackendError(message, exc) from exc
