@@ -38,33 +38,30 @@ def _setup() -> bool:
     if _api is not None:
         return _api is not False
     try:
-        api = ctypes.pythonapi
-        new_bytes = api.PyBytes_FromStringAndSize
-        new_bytes.restype = ctypes.py_object
-        new_bytes.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
-        bytes_ptr = api.PyBytes_AsString
-        bytes_ptr.restype = ctypes.c_void_p
-        bytes_ptr.argtypes = [ctypes.py_object]
-        new_array = api.PyByteArray_FromStringAndSize
-        new_array.restype = ctypes.py_object
-        new_array.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
-        array_ptr = api.PyByteArray_AsString
-        array_ptr.restype = ctypes.c_void_p
-        array_ptr.argtypes = [ctypes.py_object]
+        _api = {bytes: _c_pair("PyBytes"), bytearray: _c_pair("PyByteArray")}
     except (AttributeError, OSError):
         _api = False
         return False
-    _api = {bytes: (new_bytes, bytes_ptr), bytearray: (new_array, array_ptr)}
     if sys.platform.startswith("linux"):
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            madvise = libc.madvise
+            madvise = ctypes.CDLL(None, use_errno=True).madvise
             madvise.restype = ctypes.c_int
             madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
             _madvise = madvise
         except (AttributeError, OSError):
             _madvise = None
     return True
+
+
+def _c_pair(prefix: str) -> tuple[Any, Any]:
+    """``<prefix>_FromStringAndSize`` and ``<prefix>_AsString`` of the C API, typed."""
+    new = getattr(ctypes.pythonapi, f"{prefix}_FromStringAndSize")
+    new.restype = ctypes.py_object
+    new.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
+    ptr = getattr(ctypes.pythonapi, f"{prefix}_AsString")
+    ptr.restype = ctypes.c_void_p
+    ptr.argtypes = [ctypes.py_object]
+    return new, ptr
 
 
 def _fresh(kind: type, size: int) -> tuple[Any, int]:
@@ -90,15 +87,8 @@ def filled_from_fd(kind: type, fd: int, size: int) -> tuple[Any, int]:
     if size == 0 or not _setup():
         return _plain_from_fd(kind, fd, size)
     obj, addr = _fresh(kind, size)
-    window = (ctypes.c_char * size).from_address(addr)
-    done = 0
-    with memoryview(window).cast("B") as view:
-        while done < size:
-            n = os.readv(fd, [view[done:]])  # without the GIL
-            if n == 0:
-                break
-            done += n
-    return obj, done
+    with memoryview((ctypes.c_char * size).from_address(addr)).cast("B") as view:
+        return obj, _read_into(fd, view)
 
 
 def filled_from_buffer(kind: type, source: memoryview) -> Any:
@@ -114,14 +104,8 @@ def filled_from_buffer(kind: type, source: memoryview) -> Any:
 def _plain_from_fd(kind: type, fd: int, size: int) -> tuple[Any, int]:
     if kind is bytearray:
         out = bytearray(size)
-        done = 0
         with memoryview(out) as view:
-            while done < size:
-                n = os.readv(fd, [view[done:]])
-                if n == 0:
-                    break
-                done += n
-        return out, done
+            return out, _read_into(fd, view)
     parts: list[bytes] = []
     done = 0
     while done < size:
@@ -131,3 +115,15 @@ def _plain_from_fd(kind: type, fd: int, size: int) -> tuple[Any, int]:
         parts.append(data)
         done += len(data)
     return (parts[0] if len(parts) == 1 else b"".join(parts)), done
+
+
+def _read_into(fd: int, view: memoryview) -> int:
+    """Fill ``view`` from ``fd`` (``readv`` runs without the GIL); bytes read."""
+    done = 0
+    size = view.nbytes
+    while done < size:
+        n = os.readv(fd, [view[done:]])
+        if n == 0:
+            break
+        done += n
+    return done

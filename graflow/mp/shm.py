@@ -61,8 +61,6 @@ DEFAULT_THRESHOLD_BYTES = 64 * 1024
 _NAME_RE = re.compile(r"graflow_(\d+)_[0-9a-f]{16}")
 _BYTES = "bytes"
 _BYTEARRAY = "bytearray"
-# The receiver reads the whole mapping: map its page tables in one go, not a fault at a time.
-_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
 # Why not multiprocessing.shared_memory.SharedMemory, which is the same shm_open + mmap:
 # - In 3.11 every instance registers with the resource tracker (a helper process, started on
@@ -352,7 +350,7 @@ def _map(ref: SegmentRef) -> memoryview:
         raise BackendError(f"shared-memory segment {ref.name} is gone", exc) from exc
     try:
         # Read-write and shared: numpy arrays come back writeable, and nobody else maps it.
-        return memoryview(mmap.mmap(fd, ref.size_bytes, flags=_MAP_FLAGS))
+        return memoryview(mmap.mmap(fd, ref.size_bytes))
     except ValueError as exc:
         message = f"shared-memory segment {ref.name} is not {ref.size_bytes} bytes"
         raise BackendError(message, exc) from exc
