@@ -31,7 +31,7 @@ from graflow.exceptions import (
     WorkerLost,
     WorkflowTimeoutError,
 )
-from graflow.mp import pipe, shm
+from graflow.mp import mapped, pipe, shm
 from graflow.mp.channel_host import ChannelHost
 from graflow.mp.conditional import ConditionalItems
 from graflow.mp.pipe import Msg
@@ -383,6 +383,7 @@ class ProcessBackend:
         for value in self.shared:
             value.release()
         self.shared.clear()
+        mapped.collect()  # values of earlier runs that nobody holds any more
 
     def _take_back(self, item: WorkItem) -> None:
         """An item that did not run: void if still conditional, else due again."""

@@ -38,7 +38,7 @@ import cloudpickle
 import psutil
 
 from graflow.exceptions import BackendError, PoisonMessage
-from graflow.mp import bigbuf
+from graflow.mp import bigbuf, mapped
 
 __all__ = [
     "SHM_DIR",
@@ -101,7 +101,7 @@ def share(value: bytes | bytearray) -> Shared:
     """Write ``value`` to a segment of its own (OSError when /dev/shm cannot take it)."""
     kind = _BYTES if type(value) is bytes else _BYTEARRAY
     with memoryview(value) as view:
-        return Shared(kind, _store(view))
+        return Shared(kind, _store(view, framed=True))
 
 
 def adopt(shared: Shared) -> Shared:
@@ -119,22 +119,28 @@ def adopt(shared: Shared) -> Shared:
 
 
 def read_shared(kind: str, name: str, size_bytes: int) -> bytes | bytearray:
-    """The value in a segment made by ``share``, copied out once (the segment stays).
+    """The value in a segment made by ``share`` (the segment stays).
 
-    The copy is a ``read`` system call, which runs without holding the GIL, into memory
-    on huge pages where the kernel allows (``bigbuf``).
+    A ``bytes`` value is mapped, not copied, where the interpreter allows (``mapped``): the
+    object's data is the segment's memory. A ``bytearray``, or a ``bytes`` elsewhere, is copied
+    out once by a ``read`` system call, which runs without holding the GIL, into memory on
+    huge pages where the kernel allows (``bigbuf``).
     """
     try:
         fd = os.open(_path(name), os.O_RDONLY)
     except FileNotFoundError as exc:
         raise BackendError(f"shared-memory segment {name} is gone", exc) from exc
     try:
-        # A forged size must not make us allocate what the segment does not hold.
-        if os.fstat(fd).st_size != size_bytes:
+        # A forged size must not make us allocate or map what the segment does not hold.
+        if os.fstat(fd).st_size != mapped.HEADER_BYTES + size_bytes + 1:
             raise BackendError(f"shared-memory segment {name} is not {size_bytes} bytes")
         if kind == _BYTES:
+            if mapped.available():
+                return mapped.map_bytes(fd, size_bytes)
+            os.lseek(fd, mapped.HEADER_BYTES, os.SEEK_SET)
             value, done = bigbuf.filled_from_fd(bytes, fd, size_bytes)
         elif kind == _BYTEARRAY:
+            os.lseek(fd, mapped.HEADER_BYTES, os.SEEK_SET)
             value, done = bigbuf.filled_from_fd(bytearray, fd, size_bytes)
         else:
             raise PoisonMessage(f"unknown shared value kind {kind!r}")
@@ -319,18 +325,27 @@ def _store_all(buffers: list[pickle.PickleBuffer]) -> list[SegmentRef]:
     return refs
 
 
-def _store(view: memoryview) -> SegmentRef:
+def _store(view: memoryview, *, framed: bool = False) -> SegmentRef:
+    """Write ``view`` to a new segment; ``framed``: in the layout of a bytes object (``mapped``)."""
     name, fd = _create_segment()
     try:
-        written = 0
-        while written < view.nbytes:
-            written += os.write(fd, view[written:])
+        if framed:
+            _write_all(fd, memoryview(bytes(mapped.HEADER_BYTES)))
+        _write_all(fd, view)
+        if framed:
+            _write_all(fd, memoryview(b"\0"))
     except BaseException:
         _unlink(name)
         raise
     finally:
         os.close(fd)
     return SegmentRef(name, view.nbytes)
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    written = 0
+    while written < view.nbytes:
+        written += os.write(fd, view[written:])
 
 
 def _create_segment() -> tuple[str, int]:

@@ -34,7 +34,7 @@ from graflow.core.spec import Completion, WorkItem
 from graflow.core.task import Executable
 from graflow.core.workflow import clear_workflow_context
 from graflow.exceptions import TaskError
-from graflow.mp import pipe, shm
+from graflow.mp import mapped, pipe, shm
 from graflow.mp.pipe import Msg
 from graflow.mp.shared_value import FORWARD_MIN_BYTES
 from graflow.worker.runtime import RunState
@@ -186,6 +186,9 @@ class Worker:
     def serve(self) -> None:
         """Handle messages until STOP or until the supervisor goes away."""
         while True:
+            if mapped.mapped_count():
+                # Values mapped for the last message's tasks, unless a task kept them.
+                mapped.collect()
             try:
                 msg = self.link.next_message()
             except (EOFError, OSError):
@@ -201,6 +204,7 @@ class Worker:
                 self._end_run(msg[1])
             elif kind == Msg.STOP:
                 return
+            del msg  # it holds the batch's arguments
 
     def _start_run(self, run_id: str, graph_blob: bytes, handlers_blob: bytes) -> None:
         graph = pickle.loads(graph_blob)
