@@ -14,8 +14,12 @@ Lifetime. The object was not made by Python's allocator, so it must never be han
 it. This module keeps one reference of its own on every such object (a count in the header,
 never released), so its count never falls to zero and it is never freed. ``collect`` unmaps
 the objects whose only remaining reference is that one: nothing else can reach them any more.
-It runs whenever a new object is mapped; the worker runs it after every task and the
-supervisor after every run.
+It runs whenever a new object is mapped; the worker runs it after every message and the
+supervisor after every run and before it forks a worker.
+
+A forked child inherits the mappings with everything else; those its copy of the parent's
+objects still refers to stay mapped in the child (sharing the parent's pages) until the child
+drops them or exits.
 
 The layout is checked against a live ``bytes`` object once per process; where it differs
 (another interpreter or version, a debug build) or ``mmap`` is not reachable, ``available``

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from graflow.core.interrupt import drain_on_signals
 from graflow.exceptions import BackendUnavailable, ConfigError
-from graflow.mp import pipe, shm
+from graflow.mp import mapped, pipe, shm
 from graflow.mp.backend import ProcessBackend
 from graflow.mp.pipe import Msg
 from graflow.mp.pool import Poller, WorkerHandle
@@ -120,6 +120,8 @@ class Supervisor:
             name=f"graflow-worker-{index}",
             daemon=True,
         )
+        if self.start_method == "fork":
+            mapped.collect()  # a forked worker would keep dead values' pages alive
         proc.start()
         child.close()
         self._slots[index] = 0

@@ -8,9 +8,11 @@ was killed before anybody read it.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import pytest
 import graflow
 from graflow import parallel, workflow
 from graflow.core.task import TaskWrapper
-from graflow.mp import shm
+from graflow.mp import mapped, shm
 
 _SEGMENT = re.compile(r"graflow_(\d+)_[0-9a-f]+")
 SIZE = 3 * 1024 * 1024 + 17
@@ -36,8 +38,14 @@ def _segments_of(pids: set[int]) -> list[str]:
 
 @pytest.fixture
 def sup() -> Iterator[graflow.Supervisor]:
+    _drop_dead_values()  # values of earlier tests would be inherited by the forked workers
     with graflow.Supervisor(2) as pool:
         yield pool
+
+
+def _drop_dead_values() -> None:
+    gc.collect()  # a run's scheduler is freed by the collector (it is part of a cycle)
+    mapped.collect()
 
 
 def _payload(kind: type = bytes) -> Any:
@@ -118,3 +126,76 @@ def test_many_large_results_in_one_run_leave_nothing(sup: graflow.Supervisor) ->
     for i in range(6):
         assert result.results[f"m{i}"] == bytes([i]) * SIZE
     assert _segments_of({os.getpid(), *sup.worker_pids}) == []
+
+
+# -- mapped, not copied (graflow.mp.mapped) ---------------------------------------------------
+_KEPT: list[bytes] = []
+
+
+def _keep(a: bytes) -> int:
+    # Defined at module level: the worker runs this module's function, whose _KEPT lives on.
+    _KEPT.append(a)
+    return len(_KEPT)
+
+
+def _reread() -> list[tuple[int, bytes, int]]:
+    return [(len(v), v[-4:], hash(v)) for v in _KEPT]
+
+
+def _graflow_mappings(pid: int) -> int:
+    with open(f"/proc/{pid}/maps") as maps:
+        return sum(1 for line in maps if _SEGMENT.search(line))
+
+
+def _eventually(check: Any, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return bool(check())
+
+
+def test_workers_unmap_values_once_their_tasks_are_done(sup: graflow.Supervisor) -> None:
+    with workflow("unmap") as wf:
+        a = TaskWrapper("a", _payload)
+        b = TaskWrapper("b", lambda a: a[-4:])
+        a >> b
+    for _ in range(8):
+        assert sup.run(wf, start="a").value == b"tail"
+    for pid in sup.worker_pids:
+        assert _eventually(lambda pid=pid: _graflow_mappings(pid) == 0), pid
+
+
+def test_a_value_a_task_keeps_stays_valid_in_later_runs() -> None:
+    _drop_dead_values()
+    with graflow.Supervisor(1) as one:
+        with workflow("keep") as wf:
+            a = TaskWrapper("a", _payload)
+            b = TaskWrapper("b", _keep)
+            a >> b
+        with workflow("reread") as later:
+            TaskWrapper("c", _reread)
+        assert one.run(wf, start="a").value == 1
+        assert one.run(wf, start="a").value == 2
+        (worker,) = one.worker_pids
+        assert _segments_of({os.getpid(), worker}) == []  # the names went, the mappings stay
+        expected = (len(_payload()), b"tail", hash(_payload()))
+        assert one.run(later, start="c").value == [expected, expected]
+        assert _graflow_mappings(worker) == 2
+    assert _KEPT == []  # the driver's own list was never touched
+
+
+def test_the_drivers_copy_stays_valid_after_the_pool_is_gone() -> None:
+    _drop_dead_values()
+    before = mapped.mapped_count()
+    with graflow.Supervisor(1) as one:
+        with workflow("driver") as wf:
+            TaskWrapper("a", _payload)
+        result = one.run(wf, start="a")
+    value = result.results["a"]
+    assert type(value) is bytes and value == _payload()
+    assert mapped.mapped_count() == before + 1
+    del value, result
+    _drop_dead_values()
+    assert mapped.mapped_count() == before
