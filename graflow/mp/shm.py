@@ -10,9 +10,10 @@ unpickles with the mappings as the out-of-band buffers::
     encode --write()-------> graflow_<pid>_<hex> ---mmap, unlink---> decode
        `--- pickle + [SegmentRef] ----------- pipe ---------------------^
 
-Copies: one on encode. None on decode for types that can wrap foreign memory (numpy arrays:
-the array's base is the mapping, unmapped when the array dies); one for ``bytes`` and
-``bytearray``, which must own their memory.
+Copies: one on encode. None on decode for numpy arrays (the array's base is the mapping,
+unmapped when the array dies) and for ``bytes``: their segments are written in the layout of
+a bytes object, which the reader maps copy-on-write into a real ``bytes`` (``mapped``). One
+for ``bytearray``, which must own memory it can resize.
 
 Who removes a segment: the receiver, in ``decode``. The sender, via ``release``, when the
 receiver died before decoding. The supervisor, via ``sweep_orphans``, for segments of a
@@ -82,6 +83,7 @@ class SegmentRef:
 
     name: str
     size_bytes: int
+    framed: bool = False  # laid out as a bytes object (``mapped``): header slot, data, NUL
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,7 @@ def adopt(shared: Shared) -> Shared:
         os.rename(_path(shared.ref.name), _path(name))
     except FileNotFoundError as exc:
         raise BackendError(f"shared-memory segment {shared.ref.name} is gone", exc) from exc
-    return Shared(shared.kind, SegmentRef(name, shared.ref.size_bytes))
+    return Shared(shared.kind, SegmentRef(name, shared.ref.size_bytes, framed=True))
 
 
 def read_shared(kind: str, name: str, size_bytes: int) -> bytes | bytearray:
@@ -161,6 +163,7 @@ class _OutOfBand:
     def __init__(self, min_bytes: int) -> None:
         self.min_bytes = min_bytes
         self.buffers: list[pickle.PickleBuffer] = []
+        self.values: set[int] = set()  # ids of the buffers that carry a bytes value
 
     def __call__(self, buffer: pickle.PickleBuffer) -> bool:
         with buffer.raw() as view:
@@ -182,6 +185,7 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no
     def __init__(self, file: IO[bytes], out_of_band: _OutOfBand) -> None:
         super().__init__(file, protocol=5, buffer_callback=out_of_band)
         self._min_bytes = out_of_band.min_bytes
+        self._values = out_of_band.values
         self._pids: dict[int, tuple[str, pickle.PickleBuffer]] = {}
 
     def persistent_id(self, obj: Any) -> tuple[str, pickle.PickleBuffer] | None:
@@ -197,6 +201,8 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no
             if pid is None:
                 pid = (_BYTES if kind is bytes else _BYTEARRAY, pickle.PickleBuffer(obj))
                 self._pids[id(obj)] = pid
+                if kind is bytes:
+                    self._values.add(id(pid[1]))
             return pid
         return None
 
@@ -217,7 +223,12 @@ class _Unpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
         kind, buffer = pid
         if kind == _BYTES:
-            value: bytes | bytearray = bigbuf.filled_from_buffer(bytes, buffer)
+            # A framed segment arrives as a mapped bytes object (a read-only view of it).
+            whole = buffer.obj if isinstance(buffer, memoryview) else buffer
+            if type(whole) is bytes and len(whole) == buffer.nbytes:
+                value: bytes | bytearray = whole
+            else:
+                value = bigbuf.filled_from_buffer(bytes, buffer)
         elif kind == _BYTEARRAY:
             value = bigbuf.filled_from_buffer(bytearray, buffer)
         else:
@@ -242,7 +253,7 @@ def encode(
         if not out_of_band.buffers:
             return data, []
         try:
-            return data, _store_all(out_of_band.buffers)
+            return data, _store_all(out_of_band.buffers, out_of_band.values)
         except OSError as exc:
             logger.warning("shared memory unavailable (%s): pickling the value in band", exc)
             in_band: bytes = cloudpickle.dumps(obj, protocol=5)
@@ -313,12 +324,14 @@ def sweep_orphans(pid: int | None = None) -> int:
     return removed
 
 
-def _store_all(buffers: list[pickle.PickleBuffer]) -> list[SegmentRef]:
+def _store_all(buffers: list[pickle.PickleBuffer], values: set[int]) -> list[SegmentRef]:
     refs: list[SegmentRef] = []
     try:
         for buffer in buffers:
             with buffer.raw() as view:
-                refs.append(_store(view))
+                # bytes values framed (a reader maps a bytes object); others bare: a reader
+                # maps numpy arrays writable and copies a bytearray out.
+                refs.append(_store(view, framed=id(buffer) in values))
     except BaseException:
         release(refs)
         raise
@@ -339,7 +352,7 @@ def _store(view: memoryview, *, framed: bool = False) -> SegmentRef:
         raise
     finally:
         os.close(fd)
-    return SegmentRef(name, view.nbytes)
+    return SegmentRef(name, view.nbytes, framed)
 
 
 def _write_all(fd: int, view: memoryview) -> None:
@@ -364,11 +377,16 @@ def _map(ref: SegmentRef) -> memoryview:
     except FileNotFoundError as exc:
         raise BackendError(f"shared-memory segment {ref.name} is gone", exc) from exc
     try:
+        offset = mapped.HEADER_BYTES if ref.framed else 0
+        length = offset + ref.size_bytes + (1 if ref.framed else 0)
+        # A forged size must not map what the segment does not hold.
+        if os.fstat(fd).st_size != length:
+            raise BackendError(f"shared-memory segment {ref.name} is not {ref.size_bytes} bytes")
+        if ref.framed and mapped.available():
+            return memoryview(mapped.map_bytes(fd, ref.size_bytes))
         # Read-write and shared: numpy arrays come back writeable, and nobody else maps it.
-        return memoryview(mmap.mmap(fd, ref.size_bytes))
-    except ValueError as exc:
-        message = f"shared-memory segment {ref.name} is not {ref.size_bytes} bytes"
-        raise BackendError(message, exc) from exc
+        whole = memoryview(mmap.mmap(fd, length)) if length else memoryview(b"")
+        return whole[offset : offset + ref.size_bytes]
     finally:
         os.close(fd)
 

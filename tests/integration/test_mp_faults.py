@@ -545,8 +545,8 @@ def test_no_segment_left_when_worker_dies_while_returning_a_large_value(
     driver = os.getpid()
     real_store_all = shm._store_all
 
-    def store_then_die(buffers: Any) -> Any:
-        refs = real_store_all(buffers)
+    def store_then_die(*args: Any) -> Any:
+        refs = real_store_all(*args)
         if os.getpid() != driver and not victims.exists():
             victims.write_text(f"{os.getpid()}\n")
             assert _segments_of({os.getpid()}) != []

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from graflow.exceptions import BackendError, PoisonMessage
-from graflow.mp import shm
+from graflow.mp import mapped, shm
 
 MIB = 1024 * 1024
 
@@ -80,6 +80,31 @@ def test_large_bytes_travel_out_of_band() -> None:
     assert type(decoded) is bytes
     assert decoded == value
     assert segments() == set()
+
+
+def test_large_bytes_inside_a_message_are_mapped_not_copied() -> None:
+    value = os.urandom(2 * MIB)
+    mapped.collect()
+    before = mapped.mapped_count()
+    data, refs = shm.encode({"blob": value, "again": value, "small": b"x"})
+    assert len(refs) == 1 and refs[0].framed  # one segment for both references
+    decoded = shm.decode(data, refs)
+    assert decoded["blob"] is decoded["again"]
+    assert type(decoded["blob"]) is bytes and decoded["blob"] == value
+    assert mapped.mapped_count() == before + 1
+    del decoded
+    assert mapped.collect() == 1
+
+
+def test_a_forged_size_of_a_framed_segment_is_refused() -> None:
+    _, refs = shm.encode(os.urandom(MIB))
+    (ref,) = refs
+    for size in (ref.size_bytes - 1, ref.size_bytes + 1, 1 << 40):
+        with pytest.raises(BackendError, match="is not"):
+            shm.decode(b"", [shm.SegmentRef(ref.name, size, framed=True)], unlink=False)
+    with pytest.raises(BackendError, match="is not"):
+        shm.decode(b"", [shm.SegmentRef(ref.name, ref.size_bytes, framed=False)], unlink=False)
+    shm.release(refs)
 
 
 def test_large_bytearray_comes_back_as_a_writable_bytearray() -> None:
