@@ -79,5 +79,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:8} {got:>24} {scan:>30}   best {min(ts):.2f} ms")
     print(f"({args.mb} MB, medians of {args.repeat} runs; x: times faster than os.read)")
 
+
 if __name__ == "__main__":
     main()

@@ -37,6 +37,7 @@ from graflow.exceptions import (
     ConfigError,
     PoisonMessage,
     RunInterrupted,
+    TaskError,
     WorkflowTimeoutError,
 )
 from graflow.redis import keys
@@ -48,7 +49,7 @@ from graflow.redis.signing import Signer
 if TYPE_CHECKING:
     from graflow.core.task import Executable
 
-__all__ = ["RUN_TTL_S", "RedisBackend", "StoredValue"]
+__all__ = ["RUN_TTL_S", "Pickled", "RedisBackend", "StoredValue"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,27 @@ _BLOCK_MS_MAX = 1000
 _MAX_ENTRY_ITEMS = 64
 _MIN_ENTRIES = 16  # split a burst into at least this many entries, for spreading
 _TARGET_ENTRY_S = 0.002
+
+
+class Pickled:
+    """A result pickled on its own inside a completion record: when it cannot be rebuilt,
+    only its task fails, not the records it travels with."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Pickled, (self.payload,))
+
+    def open(self, task_id: str) -> tuple[bool, Any, BaseException | None]:
+        """(ok, value, error): the value, or a TaskError saying why it is unusable."""
+        try:
+            return True, codec.loads(self.payload), None
+        except Exception as exc:  # noqa: BLE001 - this task's result is unusable
+            detail = f"{type(exc).__name__}: {exc}"
+            return False, None, TaskError(task_id, f"its result could not be rebuilt: {detail}")
 
 
 class StoredValue:
@@ -322,12 +344,18 @@ class RedisBackend:
     def _parse(self, fields: Any) -> list[Completion]:
         try:
             records = self.signer.loads(fields[b"b"])
-            return [
-                Completion(seq, task_id, ok, value, error, commands, duration, tb, True)
-                if ok is not None
-                else Completion(seq, task_id, False, void=True)
-                for seq, task_id, ok, value, error, commands, duration, tb in records
-            ]
+            completions = []
+            for seq, task_id, ok, value, error, commands, duration, tb in records:
+                if ok is None:
+                    completions.append(Completion(seq, task_id, False, void=True))
+                    continue
+                if type(value) is Pickled:
+                    ok, value, unusable = value.open(task_id)
+                    error = error if unusable is None else unusable
+                completions.append(
+                    Completion(seq, task_id, ok, value, error, commands, duration, tb, True)
+                )
+            return completions
         except (PoisonMessage, KeyError, TypeError, ValueError) as exc:
             logger.error("run %s: dropped an unreadable completion: %s", self.run_id, exc)
             return []

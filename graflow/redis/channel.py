@@ -29,6 +29,7 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
@@ -52,7 +53,7 @@ from graflow.redis.connect import (
 )
 from graflow.redis.signing import Signer, load_secret
 
-__all__ = ["DEFAULT_TTL_S", "RedisChannel", "binary_client"]
+__all__ = ["DEFAULT_TTL_S", "Encoded", "RedisChannel", "binary_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +202,15 @@ def _encode_amount(amount: int | float) -> tuple[str, str]:
     return repr(float(amount)), "0"
 
 
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A value as a RedisChannel stores it: a string in parts, or the items of a list."""
+
+    parts: list[bytes] | None
+    items: list[bytes] | None
+    nbytes: int
+
+
 class RedisChannel(Channel):
     """A run's channel stored in Redis under the run id ``name``, every key with a TTL.
 
@@ -289,7 +299,7 @@ class RedisChannel(Channel):
         px = self._default_ms if ttl is None else _ttl_ms(ttl)
         if type(value) is list and value:
             pipe = self._client.pipeline(transaction=True)
-            self._queue_list(pipe, name, value, px)
+            self._queue_list(pipe, name, [self._encode(item) for item in value], px)
             pipe.execute()
             return
         parts = self._encode_parts(value)
@@ -311,26 +321,41 @@ class RedisChannel(Channel):
         self.queue_update(pipe, mapping)
         pipe.execute()
 
+    def encode(self, value: Any) -> Encoded:
+        """``value`` encoded as ``update`` would store it (raises what pickling raises).
+
+        Pass the result to ``queue_update`` in place of the value: a worker encodes a result
+        as soon as its task returns, so that a value that cannot be stored fails that task
+        instead of the write of a whole batch.
+        """
+        if type(value) is list and value:
+            items = [self._encode(item) for item in value]
+            return Encoded(None, items, sum(map(len, items)))
+        parts = self._encode_parts(value)
+        return Encoded(parts, None, sum(map(len, parts)))
+
     def queue_update(self, pipe: Pipeline, mapping: Mapping[str, Any]) -> None:
         """Queue on ``pipe`` the writes of ``update(mapping)`` (the caller executes it).
 
-        A large value is written at once instead, sent as it is (a pipeline would copy it
-        into one buffer): it is stored before anything queued on ``pipe`` runs.
+        Values may be ``Encoded`` already (see ``encode``). A large value is written at once
+        instead, sent as it is (a pipeline would copy it into one buffer): it is stored
+        before anything queued on ``pipe`` runs.
         """
         for key, value in mapping.items():
             name = keys.channel(self.name, key)
-            if type(value) is list and value:
-                self._queue_list(pipe, name, value, self._default_ms)
+            encoded = value if type(value) is Encoded else self.encode(value)
+            if encoded.items is not None:
+                self._queue_list(pipe, name, encoded.items, self._default_ms)
                 continue
-            parts = self._encode_parts(value)
+            parts = encoded.parts
+            assert parts is not None
             if len(parts) > 1:
                 bulk.set_parts(self._client, name, parts, self._default_ms)
             else:
                 pipe.set(name, parts[0], px=self._default_ms)
 
-    def _queue_list(self, pipe: Pipeline, name: str, items: list[Any], px: int) -> None:
-        """Queue on ``pipe`` the commands that replace ``name`` with the list ``items``."""
-        encoded = [self._encode(item) for item in items]
+    def _queue_list(self, pipe: Pipeline, name: str, encoded: list[bytes], px: int) -> None:
+        """Queue on ``pipe`` the commands that replace ``name`` with the encoded list items."""
         pipe.delete(name)
         pipe.rpush(name, *encoded)
         pipe.pexpire(name, px)
@@ -553,6 +578,11 @@ class RedisChannel(Channel):
             raise RejectedBlob(
                 exc.reason, f"channel key {key!r} of run {self.name!r}: {exc.message}"
             ) from None
+        except Exception as exc:  # a trusted value whose own unpickling fails
+            raise BackendError(
+                f"channel key {key!r} of run {self.name!r}: its value could not be rebuilt "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
 
     def _decode_reply(self, key: str, reply: list[Any]) -> Any:
         """The value in a reply of the get script."""

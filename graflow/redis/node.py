@@ -43,8 +43,8 @@ from graflow.core.spec import Completion, WorkItem
 from graflow.core.workflow import clear_workflow_context
 from graflow.exceptions import BackendUnavailable, PoisonMessage, TaskError, WorkerLost
 from graflow.redis import keys
-from graflow.redis.backend import RUN_TTL_S, StoredValue
-from graflow.redis.channel import RedisChannel
+from graflow.redis.backend import RUN_TTL_S, Pickled, StoredValue
+from graflow.redis.channel import Encoded, RedisChannel
 from graflow.redis.connect import OUTAGE_ERRORS, RedisClient, client, refresh_after_outage
 from graflow.redis.queue import QueueEntry, RedisTaskQueue, execute_then_wait
 from graflow.redis.runs import UnloadableRun, fetch_nodes, fetch_run
@@ -63,21 +63,25 @@ _FLUSH_AFTER_S = 0.002
 _RATE_WINDOW_S = 60.0  # the heartbeat's tasks/s covers about this long
 
 
-def _inline_value(completion: Completion) -> Any:
-    """The value to send with a completion: itself when small, else a StoredValue marker."""
+_PLAIN_TYPES = (type(None), bool, int, float, str, bytes)
+
+
+def _inline_value(completion: Completion, encoded: Encoded | None) -> Any:
+    """The value to send with a completion: itself when small and plain, pickled on its own
+    when small (``Pickled``), else a StoredValue marker (the channel holds it)."""
     value = completion.value
-    if not completion.ok or value is None or isinstance(value, bool | int | float):
-        return value
-    size = len(value) if isinstance(value, bytes | bytearray | str) else None
-    if size is None:
-        nbytes = getattr(value, "nbytes", None)
-        size = nbytes if isinstance(nbytes, int) else None
-    if size is None:
-        try:
-            size = len(codec.dumps(value))
-        except Exception:  # noqa: BLE001 - the channel holds it; send the marker
-            size = _INLINE_MAX_BYTES + 1
-    return value if size <= _INLINE_MAX_BYTES else StoredValue(completion.task_id)
+    if type(value) in _PLAIN_TYPES:
+        size = len(value) if isinstance(value, str | bytes) else 0
+        return value if size <= _INLINE_MAX_BYTES else StoredValue(completion.task_id)
+    if encoded is not None and encoded.nbytes > _INLINE_MAX_BYTES:
+        return StoredValue(completion.task_id)
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int) and nbytes > _INLINE_MAX_BYTES:
+        return StoredValue(completion.task_id)
+    payload = codec.dumps(value)
+    if len(payload) > _INLINE_MAX_BYTES:
+        return StoredValue(completion.task_id)
+    return Pickled(payload)
 
 
 def _portable_record(record: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -100,11 +104,12 @@ class _Batch:
         self.runs: dict[str, tuple[RunState, dict[str, Any], list[bytes]]] = {}
         self.failed = 0
 
-    def add(self, entry: QueueEntry, state: RunState, failed: int, blob: bytes) -> None:
+    def add(
+        self, entry: QueueEntry, state: RunState, failed: int, blob: bytes, stored: dict[str, Any]
+    ) -> None:
         self.entries.append(entry)
         _, results, blobs = self.runs.setdefault(entry.run_id, (state, {}, []))
-        results.update(state.context.stored)
-        state.context.stored.clear()
+        results.update(stored)
         blobs.append(blob)
         self.failed += failed
 
@@ -160,6 +165,7 @@ class RedisWorker:
         self.runs: OrderedDict[str, RunState] = OrderedDict()
         self.nodes_loaded: dict[str, int] = {}
         self.in_hand: dict[bytes, QueueEntry] = {}
+        self._encoded: dict[str, Encoded] = {}  # results of the entry running, encoded
         self.stopping = threading.Event()
         self.tasks_done = 0
         self.tasks_failed = 0
@@ -288,11 +294,13 @@ class RedisWorker:
                 self._post_partial(entry.run_id, state, records)
                 records = []
             completion = self._run_item(state, item)
-            records.append(self._record(completion))
+            record = self._record(state, completion)
+            completion.ok = record[2]
+            records.append(record)
             failed += not completion.ok
             if completion.ok and not completion.commands:
                 clean.add(item.seq)
-        batch.add(entry, state, failed, self._seal(records))
+        batch.add(entry, state, failed, self._seal(records), self._take_stored(state))
 
     def _run_item(self, state: RunState, item: WorkItem) -> Completion:
         started = time.perf_counter()
@@ -317,11 +325,11 @@ class RedisWorker:
         """Store the results and post the completions of an entry's first items (no ack)."""
         pipe = self.client.pipeline(transaction=False)
         channel = state.context.channel
-        if state.context.stored and isinstance(channel, RedisChannel):
-            channel.queue_update(pipe, state.context.stored)
-        elif state.context.stored:
-            channel.update(state.context.stored)
-        state.context.stored.clear()
+        stored = self._take_stored(state)
+        if stored and isinstance(channel, RedisChannel):
+            channel.queue_update(pipe, stored)
+        elif stored:
+            channel.update(stored)
         pipe.xadd(keys.done(run_id), {b"b": self._seal(records)})
         pipe.expire(keys.done(run_id), RUN_TTL_S)
         pipe.execute()
@@ -377,17 +385,53 @@ class RedisWorker:
         self.nodes_loaded[state.run_id] = start + len(nodes)
 
     # -- outcomes ---------------------------------------------------------------------
-    def _record(self, completion: Completion) -> tuple[Any, ...]:
+    def _record(self, state: RunState, completion: Completion) -> tuple[Any, ...]:
+        """The completion as it travels; a result that cannot be stored fails its task.
+
+        The result is encoded for the channel now, not when the batch is written: a value
+        that will not pickle fails its own task instead of the write of the whole batch.
+        """
+        value: Any = None
+        if completion.ok:
+            try:
+                value = _inline_value(completion, self._encode_result(state, completion))
+            except Exception as exc:  # noqa: BLE001 - reported as this task's failure
+                key = f"{completion.task_id}.__result__"
+                state.context.stored.pop(key, None)
+                self._encoded.pop(key, None)
+                detail = f"{type(exc).__name__}: {exc}"
+                message = f"its result could not be sent back from the worker process ({detail})"
+                error = TaskError(completion.task_id, message)
+                return (completion.seq, completion.task_id, False, None, error, None, 0.0, None)
         return (
             completion.seq,
             completion.task_id,
             completion.ok,
-            _inline_value(completion),
+            value,
             completion.error,
             completion.commands,
             completion.duration_s,
             completion.traceback,
         )
+
+    def _encode_result(self, state: RunState, completion: Completion) -> Encoded | None:
+        """The stored result encoded for a Redis channel (None: nothing to encode here)."""
+        key = f"{completion.task_id}.__result__"
+        value = state.context.stored.get(key)
+        channel = state.context.channel
+        if type(value) in _PLAIN_TYPES or not isinstance(channel, RedisChannel):
+            return None
+        encoded = channel.encode(value)
+        self._encoded[key] = encoded
+        return encoded
+
+    def _take_stored(self, state: RunState) -> dict[str, Any]:
+        """The results to write (encoded where done already); the run's store is emptied."""
+        stored = dict(state.context.stored)
+        stored.update(self._encoded)
+        state.context.stored.clear()
+        self._encoded.clear()
+        return stored
 
     def _seal(self, records: list[tuple[Any, ...]]) -> bytes:
         try:

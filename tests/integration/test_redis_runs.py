@@ -16,6 +16,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ from graflow import parallel, workflow
 from graflow.core import codec
 from graflow.core.spec import WorkItem
 from graflow.core.task import TaskWrapper
-from graflow.exceptions import GraflowRuntimeError, PoisonMessage, WorkerLost
+from graflow.exceptions import GraflowError, GraflowRuntimeError, PoisonMessage, WorkerLost
 from graflow.redis import keys
 from graflow.redis.signing import Signer, load_secret
 from tests.conftest import RedisNode, RedisServer
@@ -604,3 +605,68 @@ def test_a_chain_longer_than_the_lookahead_runs_each_task_once_in_order(
     assert {task: len(pids) for task, pids in executions(tmp_path).items()} == {
         n: 2 if n == "c13" else 1 for n in names
     }
+
+
+# -- values that cannot cross a process boundary ---------------------------------------------
+
+
+class _LockedError(Exception):
+    """An exception that will not pickle: it holds a lock."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+class _TwoArgError(Exception):
+    """An exception that pickles but fails to unpickle (args do not match __init__)."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(f"{a}/{b}")
+
+
+def _raise_on_load() -> None:
+    raise RuntimeError("this value cannot be rebuilt")
+
+
+class _Unloadable:
+    """A value that pickles, but whose unpickling raises."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_raise_on_load, ())
+
+
+_BAD_OUTCOMES: dict[str, Callable[[], Any]] = {
+    "result": threading.Lock,
+    "large_result": lambda: [threading.Lock(), b"x" * (256 * 1024)],
+    "exception": lambda: (_ for _ in ()).throw(_LockedError("with a lock inside")),
+    "unloadable_exception": lambda: (_ for _ in ()).throw(_TwoArgError("left", "right")),
+    "unloadable_result": _Unloadable,
+    "large_unloadable_result": lambda: [_Unloadable(), b"x" * (256 * 1024)],
+}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("kind", sorted(_BAD_OUTCOMES))
+def test_an_outcome_that_cannot_travel_fails_its_task_and_the_worker_lives_on(
+    redis_node: RedisNode, kind: str
+) -> None:
+    make_bad = _BAD_OUTCOMES[kind]
+    workers = set(redis_node.worker_pids())
+    with workflow("bad") as wf:
+        bad = TaskWrapper("bad", lambda: make_bad())
+        after = TaskWrapper("after", lambda: "never")
+        bad >> after
+    # A clear error that names the task; a large result that will not rebuild is found when
+    # it is read (here: by the producer, collecting the run's results).
+    with pytest.raises(GraflowError) as info:
+        graflow.run(wf, redis=redis_node.url, queue=redis_node.queue, timeout_s=RUN_TIMEOUT_S)
+    err = info.value
+    assert not isinstance(err, WorkerLost), err
+    assert "'bad" in str(err)
+    # The same worker processes serve the next run: none died of it.
+    with workflow("fine") as ok:
+        TaskWrapper("fine", lambda: "fine")
+    result = graflow.run(ok, redis=redis_node.url, queue=redis_node.queue, timeout_s=RUN_TIMEOUT_S)
+    assert result.value == "fine"
+    assert set(redis_node.worker_pids()) == workers
