@@ -26,6 +26,7 @@ from graflow.exceptions import (
     GraflowError,
     GraphCompilationError,
     LockHeld,
+    RedisAccessError,
     RunInterrupted,
 )
 from graflow.ops import (
@@ -61,8 +62,9 @@ _RUN_EXAMPLE = """examples:
   */5 * * * * graflow run mypkg.flows:sync --lock sync --quiet || logger -t graflow "failed: $?"
 
 exit codes: 0 succeeded, 1 the workflow failed (task, error and hint on stderr; the
-  traceback with -v), 2 usage or configuration error, 3 --lock held by another run,
-  4 Redis unavailable, 130 interrupted (Ctrl-C), 143 SIGTERM.
+  traceback with -v), 2 usage or configuration error (also Redis refusing the password,
+  certificate or ACL user), 3 --lock held by another run, 4 Redis unavailable (retry
+  later), 130 interrupted (Ctrl-C), 143 SIGTERM.
 progress: on a terminal, a live line on stderr (done, queued, running, failed, rate,
   elapsed); off with --quiet, --no-progress, or when stderr is not a terminal.
 """
@@ -394,7 +396,9 @@ def _command(handler: Command | str) -> Command:
 
 
 def _exit_code(exc: BaseException) -> int:
-    if isinstance(exc, ConfigError | GraphCompilationError):
+    # Redis refusing our credentials, certificates or ACL user is a configuration error: a
+    # retry (which exit 4 invites) cannot succeed until someone fixes it.
+    if isinstance(exc, ConfigError | GraphCompilationError | RedisAccessError):
         return EXIT_USAGE
     if isinstance(exc, LockHeld):
         return EXIT_LOCKED

@@ -309,9 +309,9 @@ class BackendUnavailable(BackendError):
 class RedisAccessError(BackendUnavailable):
     """Raised when Redis is there but refuses graflow: credentials, certificates or ACL rights.
 
-    A BackendUnavailable (the command line exits 4, as for a Redis that does not answer)
-    whose message says what to change: the URL, the TLS files or the server's ACL. No
-    message shows the password.
+    A BackendUnavailable to code that retries outages, but the command line exits 2 (a
+    configuration error: retrying cannot help until it is fixed). Its message says what to
+    change: the URL, the TLS files or the server's ACL. No message shows the password.
     """
 
 

@@ -26,6 +26,7 @@ from graflow.exceptions import (
     GraflowError,
     GraphCompilationError,
     LockHeld,
+    RedisAccessError,
     RunInterrupted,
 )
 from graflow.ops import (
@@ -190,6 +191,8 @@ def _classify(exc: BaseException, started_run: bool) -> _Failure:
         return _Failure(exc, "interrupted", 128 + signal.Signals[exc.signal_name].value)
     if isinstance(exc, LockHeld):
         return _Failure(exc, "locked", EXIT_LOCKED)
+    if isinstance(exc, RedisAccessError):
+        return _Failure(exc, "error", EXIT_USAGE)  # configuration: a retry cannot help
     if isinstance(exc, BackendUnavailable):
         return _Failure(exc, "unavailable", EXIT_UNAVAILABLE)
     if isinstance(exc, ConfigError) or (isinstance(exc, GraphCompilationError) and not started_run):

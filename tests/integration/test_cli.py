@@ -713,8 +713,8 @@ def test_no_secret_ever_appears_in_output(password_redis: tuple[int, str], tmp_p
             (1, ["--log-json", "-v", "run", target("bad"), *where, "--json"]),
             (0, ["-v", "status", "--redis", url]),
             (0, ["-v", "dlq", "list", *where]),
-            (4, ["-v", "run", target("ok"), "--redis", url.replace(password, password[::-1])]),
-            (4, ["-v", "status", "--redis", url.replace(password, "wrong" + password)]),
+            (2, ["-v", "run", target("ok"), "--redis", url.replace(password, password[::-1])]),
+            (2, ["-v", "status", "--redis", url.replace(password, "wrong" + password)]),
             (2, ["-v", "run", target("ok"), "--redis", f"http://:{password}@127.0.0.1/0"]),
         ]
         for code, args in runs:

@@ -119,7 +119,7 @@ def test_a_wrong_password_is_a_redis_auth_error(tls_redis: TLSServer) -> None:
     assert WRONG_PASSWORD not in str(caught.value)
     assert ACL_PASSWORD not in str(caught.value)
     done = graflow_command("status", "--redis", url, *tls_flags(tls_redis))
-    assert done.returncode == 4
+    assert done.returncode == 2  # a configuration error: retrying cannot help
     assert "username or password" in done.stderr
     assert WRONG_PASSWORD not in done.stdout + done.stderr
 
@@ -133,7 +133,7 @@ def test_a_wrong_ca_is_a_redis_tls_error(tls_redis: TLSServer) -> None:
     flags = [*tls_flags(tls_redis)]
     flags[1] = other_ca
     done = graflow_command("dlq", "list", "--redis", tls_redis.url(), *flags)
-    assert done.returncode == 4
+    assert done.returncode == 2
     assert "TLS" in done.stderr and ACL_PASSWORD not in done.stdout + done.stderr
 
 
