@@ -1,16 +1,17 @@
 """Large results kept in shared memory by the supervisor, and forwarded from there.
 
-A task that returns a large ``bytes`` or ``bytearray`` (``FORWARD_MIN_BYTES`` or more) writes
-it to a segment of its own. The supervisor adopts the segment and stores a ``SharedValue``
-in the run's channel at once. A task that takes the value as an argument receives the
-segment's name, not the bytes, and reads it itself::
+A task that returns a large ``bytes``, ``bytearray`` or contiguous numpy array
+(``FORWARD_MIN_BYTES`` or more) writes it to a segment of its own. The supervisor adopts the
+segment and stores a ``SharedValue`` in the run's channel at once. A task that takes the
+value as an argument receives the segment's name, not the value, and reads it itself::
 
     worker A: result -> segment ──name──▶ supervisor: adopt (map when asked for)
                                               │ B's item carries the name
     worker B: read_shared(name) ◀─────────────┘
 
-A ``bytes`` value is mapped where it is read (``graflow.mp.mapped``): no copy anywhere after
-A's write. A ``bytearray`` (which must own resizable memory) is copied: by the supervisor in a
+A ``bytes`` value is mapped where it is read (``graflow.mp.mapped``), a numpy array mapped
+copy-on-write (writable, each reader's writes its own): no copy anywhere after A's write. A
+``bytearray`` (which must own resizable memory) is copied: by the supervisor in a
 thread started at once (a ``read`` call, off the GIL), and by each task that takes it.
 
 The segments of a run are removed when the run ends; mappings made before outlive them.
@@ -42,7 +43,7 @@ class SharedValue(Deferred):
         self._resolved = False
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
-        if not (shared.kind == "bytes" and mapped.available()):
+        if shared.kind == "bytearray" or (shared.kind == "bytes" and not mapped.available()):
             # A copy takes a while: start it now, so that it is done by the time it is asked for.
             self._reader = threading.Thread(
                 target=self._read, name="graflow-shared-read", daemon=True
@@ -52,7 +53,8 @@ class SharedValue(Deferred):
     def _read(self) -> None:
         ref = self.shared.ref
         try:
-            self._value = shm.read_shared(self.shared.kind, ref.name, ref.size_bytes)
+            shared = self.shared
+            self._value = shm.read_shared(shared.kind, ref.name, ref.size_bytes, shared.layout)
         except BaseException as exc:  # noqa: BLE001 - raised to whoever resolves the value
             self._error = exc
         self._resolved = True
@@ -80,4 +82,4 @@ class SharedValue(Deferred):
     def __reduce__(self) -> tuple[Any, ...]:
         # Travels to a worker of the same pool as the segment's name (see the module doc).
         ref = self.shared.ref
-        return (shm.read_shared, (self.shared.kind, ref.name, ref.size_bytes))
+        return (shm.read_shared, (self.shared.kind, ref.name, ref.size_bytes, self.shared.layout))

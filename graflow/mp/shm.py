@@ -24,6 +24,7 @@ Linux only: segments are files under /dev/shm.
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
 import mmap
@@ -48,6 +49,7 @@ __all__ = [
     "adopt",
     "decode",
     "encode",
+    "is_shareable",
     "read_shared",
     "release",
     "share",
@@ -62,6 +64,7 @@ DEFAULT_THRESHOLD_BYTES = 64 * 1024
 _NAME_RE = re.compile(r"graflow_(\d+)_[0-9a-f]{16}")
 _BYTES = "bytes"
 _BYTEARRAY = "bytearray"
+_NDARRAY = "ndarray"
 
 # Why not multiprocessing.shared_memory.SharedMemory, which is the same shm_open + mmap:
 # - In 3.11 every instance registers with the resource tracker (a helper process, started on
@@ -88,22 +91,49 @@ class SegmentRef:
 
 @dataclass(frozen=True, slots=True)
 class Shared:
-    """A large ``bytes`` or ``bytearray`` result, alone in a segment (see ``share``).
+    """A large result alone in a segment (see ``share``): bytes, bytearray or numpy array.
 
     Unlike the buffers of ``encode``, such a segment is not unlinked by its first reader: the
     supervisor ``adopt``s it, so that it can hand the same segment to every task that takes
     the value as an argument (``read_shared``), and removes it when the run ends.
     """
 
-    kind: str  # "bytes" or "bytearray"
+    kind: str  # "bytes", "bytearray" or "ndarray"
     ref: SegmentRef
+    layout: tuple[Any, tuple[int, ...], str] | None = None  # an array's dtype, shape, order
 
 
-def share(value: bytes | bytearray) -> Shared:
-    """Write ``value`` to a segment of its own (OSError when /dev/shm cannot take it)."""
-    kind = _BYTES if type(value) is bytes else _BYTEARRAY
-    with memoryview(value) as view:
-        return Shared(kind, _store(view, framed=True))
+def is_shareable(value: Any, min_bytes: int) -> bool:
+    """Whether ``share`` takes ``value``: a bytes, bytearray or plain contiguous numpy array
+    of at least ``min_bytes``."""
+    kind = type(value)
+    if kind is bytes or kind is bytearray:
+        return len(value) >= min_bytes
+    if kind.__name__ != "ndarray" or kind.__module__ != "numpy":
+        return False
+    flags = value.flags
+    return bool(
+        value.nbytes >= min_bytes
+        and not value.dtype.hasobject
+        and (flags.c_contiguous or flags.f_contiguous)
+    )
+
+
+def share(value: Any) -> Shared:
+    """Write a value ``is_shareable`` accepts to a segment of its own.
+
+    Raises:
+        OSError: /dev/shm cannot take it.
+    """
+    kind = type(value)
+    if kind is bytes or kind is bytearray:
+        with memoryview(value) as view:
+            name = _BYTES if kind is bytes else _BYTEARRAY
+            return Shared(name, _store(view, framed=True))
+    # A numpy array: its raw memory, bare; a reader maps it back into an array.
+    order = "C" if value.flags.c_contiguous else "F"
+    with pickle.PickleBuffer(value).raw() as view:
+        return Shared(_NDARRAY, _store(view), (value.dtype, value.shape, order))
 
 
 def adopt(shared: Shared) -> Shared:
@@ -117,38 +147,52 @@ def adopt(shared: Shared) -> Shared:
         os.rename(_path(shared.ref.name), _path(name))
     except FileNotFoundError as exc:
         raise BackendError(f"shared-memory segment {shared.ref.name} is gone", exc) from exc
-    return Shared(shared.kind, SegmentRef(name, shared.ref.size_bytes, framed=True))
+    ref = SegmentRef(name, shared.ref.size_bytes, shared.ref.framed)
+    return Shared(shared.kind, ref, shared.layout)
 
 
-def read_shared(kind: str, name: str, size_bytes: int) -> bytes | bytearray:
+def read_shared(
+    kind: str, name: str, size_bytes: int, layout: tuple[Any, tuple[int, ...], str] | None = None
+) -> Any:
     """The value in a segment made by ``share`` (the segment stays).
 
     A ``bytes`` value is mapped, not copied, where the interpreter allows (``mapped``): the
-    object's data is the segment's memory. A ``bytearray``, or a ``bytes`` elsewhere, is copied
-    out once by a ``read`` system call, which runs without holding the GIL, into memory on
-    huge pages where the kernel allows (``bigbuf``).
+    object's data is the segment's memory. A numpy array is mapped copy-on-write: writable,
+    and a write stays in the reader's copy. A ``bytearray``, or a ``bytes`` elsewhere, is
+    copied out once by a ``read`` system call, which runs without holding the GIL, into
+    memory on huge pages where the kernel allows (``bigbuf``).
     """
+    if kind not in (_BYTES, _BYTEARRAY, _NDARRAY):
+        raise PoisonMessage(f"unknown shared value kind {kind!r}")
     try:
         fd = os.open(_path(name), os.O_RDONLY)
     except FileNotFoundError as exc:
         raise BackendError(f"shared-memory segment {name} is gone", exc) from exc
     try:
+        framing = 0 if kind == _NDARRAY else mapped.HEADER_BYTES + 1
         # A forged size must not make us allocate or map what the segment does not hold.
-        if os.fstat(fd).st_size != mapped.HEADER_BYTES + size_bytes + 1:
+        if os.fstat(fd).st_size != size_bytes + framing:
             raise BackendError(f"shared-memory segment {name} is not {size_bytes} bytes")
-        if kind == _BYTES:
-            if mapped.available():
-                return mapped.map_bytes(fd, size_bytes)
-            os.lseek(fd, mapped.HEADER_BYTES, os.SEEK_SET)
-            value, done = bigbuf.filled_from_fd(bytes, fd, size_bytes)
-        elif kind == _BYTEARRAY:
-            os.lseek(fd, mapped.HEADER_BYTES, os.SEEK_SET)
-            value, done = bigbuf.filled_from_fd(bytearray, fd, size_bytes)
-        else:
-            raise PoisonMessage(f"unknown shared value kind {kind!r}")
+        if kind == _NDARRAY:
+            return _mapped_array(fd, size_bytes, layout, name)
+        if kind == _BYTES and mapped.available():
+            return mapped.map_bytes(fd, size_bytes)
+        os.lseek(fd, mapped.HEADER_BYTES, os.SEEK_SET)
+        value, done = bigbuf.filled_from_fd(bytes if kind == _BYTES else bytearray, fd, size_bytes)
     finally:
         os.close(fd)
     return _checked(value, done, size_bytes, name)
+
+
+def _mapped_array(fd: int, size_bytes: int, layout: Any, name: str) -> Any:
+    # numpy is no dependency of graflow; unpickling the layout's dtype imported it already.
+    numpy = importlib.import_module("numpy")
+    try:
+        dtype, shape, order = layout
+        view = mmap.mmap(fd, size_bytes, flags=mmap.MAP_PRIVATE)
+        return numpy.frombuffer(view, dtype=dtype).reshape(shape, order=order)
+    except (TypeError, ValueError) as exc:
+        raise PoisonMessage(f"shared-memory segment {name}: not an array of {layout!r}") from exc
 
 
 def _checked(value: bytes | bytearray, done: int, size_bytes: int, name: str) -> bytes | bytearray:

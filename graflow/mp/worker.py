@@ -156,8 +156,7 @@ def _completion_tuple(c: Completion) -> tuple[Any, ...]:
     if not c.ok:
         return entry
     value = c.value
-    kind = type(value)
-    if (kind is bytes or kind is bytearray) and len(value) >= FORWARD_MIN_BYTES:
+    if shm.is_shareable(value, FORWARD_MIN_BYTES):
         # Forwarded from its segment (graflow.mp.shared_value); when /dev/shm is full, the
         # value travels in the message as any other.
         with contextlib.suppress(OSError):

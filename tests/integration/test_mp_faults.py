@@ -543,17 +543,17 @@ def test_no_segment_left_when_worker_dies_while_returning_a_large_value(
     # patch; the driver (which also writes segments for large arguments) is spared.
     victims = tmp_path / "victims"
     driver = os.getpid()
-    real_store_all = shm._store_all
+    real_store = shm._store  # every segment is written by it (shared results, message buffers)
 
-    def store_then_die(*args: Any) -> Any:
-        refs = real_store_all(*args)
+    def store_then_die(*args: Any, **kwargs: Any) -> Any:
+        refs = real_store(*args, **kwargs)
         if os.getpid() != driver and not victims.exists():
             victims.write_text(f"{os.getpid()}\n")
             assert _segments_of({os.getpid()}) != []
             os.kill(os.getpid(), signal.SIGKILL)
         return refs
 
-    monkeypatch.setattr(shm, "_store_all", store_then_die)
+    monkeypatch.setattr(shm, "_store", store_then_die)
     with graflow.Supervisor(2, start_method="fork") as sup:
         pids = {driver, *sup.worker_pids}
         result = sup.run(_large_values_wf())

@@ -9,6 +9,7 @@ was killed before anybody read it.
 from __future__ import annotations
 
 import gc
+import mmap
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import graflow
@@ -199,3 +201,107 @@ def test_the_drivers_copy_stays_valid_after_the_pool_is_gone() -> None:
     del value, result
     _drop_dead_values()
     assert mapped.mapped_count() == before
+
+
+# -- numpy arrays: forwarded like bytes, mapped copy-on-write -----------------------------------
+
+
+def _matrix(order: str = "C") -> Any:
+    return np.asarray(np.arange(600 * 700, dtype=np.float64).reshape(600, 700), order=order)
+
+
+def _array_wf(make: Any) -> Any:
+    def consume(a: Any) -> tuple[Any, ...]:
+        view = a.base  # array -> ... -> memoryview -> mmap: mapped, not copied
+        while view is not None and not isinstance(view, mmap.mmap):
+            view = view.obj if isinstance(view, memoryview) else getattr(view, "base", None)
+        a[0, 0] = -1.0  # writable; the write stays in this task's copy
+        return (
+            type(a).__name__,
+            a.dtype.str,
+            a.shape,
+            float(a.sum()),
+            isinstance(view, mmap.mmap),
+            _mapping_perms(a.ctypes.data),
+        )
+
+    with workflow("arrays") as wf:
+        a = TaskWrapper("a", make)
+        left = TaskWrapper("left", consume)
+        right = TaskWrapper("right", consume)
+        a >> parallel(left, right)
+    return wf
+
+
+def _mapping_perms(address: int) -> str:
+    """The permissions of this process's mapping at ``address`` ("rw-p": private)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span, perms = line.split()[:2]
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            if lo <= address < hi:
+                return perms
+    return "?"
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_a_large_array_reaches_every_consumer_mapped(sup: graflow.Supervisor, order: str) -> None:
+    result = sup.run(_array_wf(lambda: _matrix(order)), start="a")
+    expected = _matrix(order)
+    total = float(expected.sum()) - 0.0 - 1.0  # element [0, 0] is 0.0, then set to -1
+    # Mapped copy-on-write ("p"): the segment A wrote, forwarded by the supervisor (what it
+    # re-encoded would arrive through a shared mapping, "s").
+    assert result.results["left"] == ("ndarray", "<f8", (600, 700), total, True, "rw-p")
+    assert result.results["right"] == result.results["left"]
+    value = result.results["a"]
+    np.testing.assert_array_equal(value, expected)  # the consumers' writes stayed theirs
+    assert value.flags.writeable and value.flags.f_contiguous == (order == "F")
+    assert _segments_of({os.getpid(), *sup.worker_pids}) == []
+
+
+def test_structured_and_strided_arrays_arrive_intact(sup: graflow.Supervisor) -> None:
+    rec = np.dtype([("id", "<i8"), ("score", "<f4"), ("tag", "S6")])
+
+    def make_both() -> dict[str, Any]:
+        records = np.zeros(200_000, dtype=rec)
+        records["id"] = np.arange(200_000)
+        records["tag"] = b"row"
+        return {"records": records, "strided": _matrix()[:, ::2]}
+
+    with workflow("mixed2") as wf2:
+        a2 = TaskWrapper("a", lambda: make_both()["records"])
+        s2 = TaskWrapper("s", lambda a: make_both()["strided"])
+        check2 = TaskWrapper(
+            "check",
+            lambda a, s: (
+                a.dtype == rec,
+                int(a["id"][-1]),
+                bytes(a["tag"][5]),
+                s.shape,
+                bool(s.flags.c_contiguous),
+            ),
+        )
+        a2 >> s2 >> check2
+    result = sup.run(wf2, start="a")
+    assert result.value == (True, 199_999, b"row", (600, 350), True)
+    np.testing.assert_array_equal(result.results["s"], _matrix()[:, ::2])
+
+
+def test_an_array_outlives_the_worker_that_made_it(sup: graflow.Supervisor, tmp_path: Path) -> None:
+    marker = tmp_path / "killed"
+
+    def kill_my_worker_once() -> str:
+        if not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return "survived"
+
+    with workflow("outlive-array") as wf:
+        a = TaskWrapper("a", _matrix)
+        kill = TaskWrapper("kill", kill_my_worker_once)
+        b = TaskWrapper("b", lambda a: float(a.sum()))
+        a >> kill >> b
+    result = sup.run(wf, start="a")
+    assert result.stats.worker_deaths == 1
+    assert result.value == float(_matrix().sum())
+    assert _segments_of({os.getpid(), *sup.worker_pids}) == []

@@ -305,3 +305,26 @@ def test_round_trip_across_processes() -> None:
     assert decoded["bytes"] == bytes(range(256)) * 4096
     assert child.pid is not None
     assert segments(child.pid) == set()
+
+
+def test_a_shared_array_maps_back_copy_on_write() -> None:
+    value = np.arange(300_000, dtype=np.int32).reshape(600, 500)
+    assert shm.is_shareable(value, MIB)
+    assert not shm.is_shareable(value[:, ::2], 1)  # strided: travels the ordinary way
+    assert not shm.is_shareable(np.array([object()] * 10), 1)
+    assert not shm.is_shareable(value, value.nbytes + 1)
+    made = shm.share(value)
+    try:
+        first = shm.read_shared(made.kind, made.ref.name, made.ref.size_bytes, made.layout)
+        second = shm.read_shared(made.kind, made.ref.name, made.ref.size_bytes, made.layout)
+        np.testing.assert_array_equal(first, value)
+        first[0, 0] = 99
+        assert second[0, 0] == 0  # each reader's writes are its own
+        with pytest.raises(BackendError, match="is not"):
+            shm.read_shared(made.kind, made.ref.name, made.ref.size_bytes + 8, made.layout)
+        with pytest.raises(PoisonMessage, match="not an array"):
+            shm.read_shared(made.kind, made.ref.name, made.ref.size_bytes, (value.dtype, (7,), "C"))
+        with pytest.raises(PoisonMessage, match="unknown shared value kind"):
+            shm.read_shared("pickle", made.ref.name, made.ref.size_bytes)
+    finally:
+        shm.release([made.ref])
