@@ -8,6 +8,7 @@ multiprocessing.Pool on the same machine, same number of processes, in this run)
   W2 scaling     8 pure-Python tasks of ~0.5 s: speedup vs 1 process  x
   W3 latency     a chain of 1,000 dependent no-op tasks               us/hop
   W4 payload     task A returns 100 MB, task B receives it            s
+  W4A array      the same with a 100 MB numpy array that B sums       s
   M  memory      1,000,000 no-op tasks through one pool               worker RSS growth MB
 Medians of --repeat runs. Nothing here asserts: figures go to perf/RESULTS.md.
 """
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import psutil
 
 import graflow
@@ -53,6 +55,14 @@ def make_payload(size: int) -> bytes:
 
 def take_len(data: bytes) -> int:
     return len(data)
+
+
+def make_array(size: int) -> Any:
+    return np.ones(size // 8, dtype=np.float64)
+
+
+def take_sum(data: Any) -> float:
+    return float(data.sum())
 
 
 def median_of(repeat: int, fn: Callable[[], float]) -> float:
@@ -158,6 +168,27 @@ def w4_ppe(ex: cf.ProcessPoolExecutor, size: int) -> float:
     return elapsed
 
 
+def w4a_graflow(sup: graflow.Supervisor, size: int) -> float:
+    with workflow("w4a") as wf:
+        a = TaskWrapper("a", lambda: make_array(size))
+        b = TaskWrapper("b", lambda a: take_sum(a))
+        a >> b
+    start = time.perf_counter()
+    result = sup.run(wf, start="a")
+    elapsed = time.perf_counter() - start
+    assert result.value == size // 8
+    return elapsed
+
+
+def w4a_ppe(ex: cf.ProcessPoolExecutor, size: int) -> float:
+    start = time.perf_counter()
+    data = ex.submit(make_array, size).result()
+    total = ex.submit(take_sum, data).result()
+    elapsed = time.perf_counter() - start
+    assert total == size // 8
+    return elapsed
+
+
 # -- memory -----------------------------------------------------------------------------
 def memory_growth(sup: graflow.Supervisor, total: int, per_run: int) -> float:
     with workflow("mem") as wf:
@@ -177,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", default="W1,W2,W3,W4,M")
+    parser.add_argument("--only", default="W1,W2,W3,W4,W4A,M")
     parser.add_argument("--json", dest="json_path")
     parser.add_argument("--memory-tasks", type=int, default=1_000_000)
     args = parser.parse_args(argv)
@@ -216,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
             p = median_of(rep, lambda: w4_ppe(ex, size))
             out["W4"] = {"graflow_s": g, "ppe_s": p}
             rows.append(("W4 100 MB A->B s", f"{g:.3f}", f"{p:.3f} (x{p / g:.2f})", "-"))
+        if "W4A" in only:
+            size = 100 * 1024 * 1024
+            g = median_of(rep, lambda: w4a_graflow(sup, size))
+            p = median_of(rep, lambda: w4a_ppe(ex, size))
+            out["W4A"] = {"graflow_s": g, "ppe_s": p}
+            rows.append(("W4A 100 MB array A->B s", f"{g:.3f}", f"{p:.3f} (x{p / g:.2f})", "-"))
         if "M" in only:
             growth = memory_growth(sup, args.memory_tasks, 10_000)
             out["memory_growth_mb"] = growth
