@@ -109,9 +109,11 @@ def map_bytes(fd: int, size: int) -> bytes:
         raise OSError(errno, f"mmap of a shared value: {os.strerror(errno)}")
     # Reference count 1: this module's own reference, held until ``collect`` unmaps it.
     ctypes.memmove(addr, _HEADER.pack(1, id(bytes), size, -1), HEADER_BYTES)
+    # The caller's reference exists before the object is registered: a ``collect`` in
+    # another thread never sees it with this module's reference alone.
+    value: bytes = ctypes.cast(addr, ctypes.py_object).value
     with _lock:
         _live[addr] = length
-    value: bytes = ctypes.cast(addr, ctypes.py_object).value  # the caller's reference
     return value
 
 
