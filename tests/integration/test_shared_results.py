@@ -305,3 +305,32 @@ def test_an_array_outlives_the_worker_that_made_it(sup: graflow.Supervisor, tmp_
     assert result.stats.worker_deaths == 1
     assert result.value == float(_matrix().sum())
     assert _segments_of({os.getpid(), *sup.worker_pids}) == []
+
+
+def _churn(a: bytes, i: int) -> tuple[int, int, bool]:
+    # Keep some values past the task (module state of the worker), drop others: the next
+    # collects must unmap exactly the dropped ones, and what is kept must stay readable.
+    if i % 3 == 0:
+        _KEPT.append(a)
+        if len(_KEPT) > 4:
+            del _KEPT[:2]
+    intact = all(len(v) == len(a) and v[-4:] == b"tail" and v[i] == i for v in _KEPT)
+    return len(a), a[i], intact
+
+
+def test_many_runs_of_mapped_values_never_crash_a_worker(sup: graflow.Supervisor) -> None:
+    with workflow("churn") as wf:
+        a = TaskWrapper("a", _payload)
+        consumers = [TaskWrapper(f"c{i}", lambda a, i=i: _churn(a, i)) for i in range(8)]
+        a >> parallel(*consumers).set_group_name("consumers")
+    deaths = 0
+    for _ in range(25):
+        result = sup.run(wf, start="a")
+        deaths += result.stats.worker_deaths
+        assert [result.results[f"c{i}"] for i in range(8)] == [
+            (len(_payload()), i, True) for i in range(8)
+        ]
+    assert deaths == 0  # a read after an unmap would have killed a worker
+    for pid in sup.worker_pids:
+        # At most what the workers keep (4 each), once the last values were collected.
+        assert _eventually(lambda pid=pid: _graflow_mappings(pid) <= 4), pid
