@@ -15,6 +15,15 @@ execution through pickles), and skipping the MAC keeps a 100 MB bytes value from
 SHA-256 pass on each side. Every multi-step operation is one Lua script or one MULTI over a
 single key, so it is atomic across processes and nodes and legal on Redis Cluster.
 
+Every write also adds the key's name to one of the run's two indexes (sets), which ``keys``,
+``snapshot`` and ``clear`` read instead of SCANning a keyspace that other runs and
+applications share. Writes with the channel's default TTL (results, ``set``, ``update``)
+go to ``keys.channel_index`` in the same pipeline, which then gets that same TTL again: no
+member outlives it, and it needs neither a script (Redis Cluster pipelines cannot run one)
+nor Redis 7's ``PEXPIRE GT``. The scripts (``append``, ``atomic_add``) and writes with a TTL
+of their own go to ``keys.channel_index_custom``, whose TTL a script raises to the longest
+of its members'. A name whose key expired stays in its index and is skipped.
+
 Values of ``bulk.LARGE_BYTES`` or more (once encoded) are written and read with
 ``graflow.redis.bulk``: sent as marker (or signed envelope) and payload without joining
 them, received straight into one ``bytes``. ``get`` is a plain GET (the get script only
@@ -48,7 +57,6 @@ from graflow.redis.connect import (
     RedisClient,
     binary_client,
     from_spec,
-    is_cluster,
     spec_of,
 )
 from graflow.redis.signing import Signer, load_secret
@@ -65,9 +73,7 @@ _INT_RE: Final = re.compile(rb"-?[0-9]+")
 _FLOAT_MARK: Final = b"#f:"
 _EMPTY_LIST: Final = b"#l:"
 _BYTES_MARK: Final = b"#b:"
-# SCAN walks the whole keyspace, where other runs' keys linger until their TTL: few large
-# steps (each a few ms of server time) cost far fewer round trips than many small ones.
-_SCAN_COUNT: Final = 10_000
+_INDEX_BATCH: Final = 1000  # names per SADD
 _READ_BATCH: Final = 1000
 _UNLINK_BATCH: Final = 500
 _LOCK_POLL_S: Final = 0.01
@@ -98,8 +104,18 @@ end
 return sizes
 """
 
+# Add ARGV[2..] to the index set KEYS[1], and keep its TTL at least ARGV[1] ms (a key's TTL).
+_INDEX_LUA: Final = """
+redis.call('SADD', KEYS[1], unpack(ARGV, 2))
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
 # Push ARGV[1] at the front (ARGV[2] == '1') or back; ARGV[3]: TTL in ms or 0 to keep the
-# key's; ARGV[4]: the default TTL for a key that has none; ARGV[5]: the empty-list marker.
+# key's; ARGV[4]: the default TTL for a key that has none; ARGV[5]: the empty-list marker;
+# KEYS[2]: the run's index, where ARGV[6] (the channel key's name) is added.
 _PUSH_LUA: Final = """
 local key = KEYS[1]
 local kind = redis.call('TYPE', key)['ok']
@@ -124,13 +140,17 @@ elseif keep > 0 then
 elseif redis.call('PTTL', key) < 0 then
   redis.call('PEXPIRE', key, ARGV[4])
 end
+redis.call('SADD', KEYS[2], ARGV[6])
+local ttl = redis.call('PTTL', key)
+if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
 return length
 """
 
 # Add ARGV[1] (an integer when ARGV[2] == '1') to the number under KEYS[1], missing = 0;
 # return the new stored form. Integers stay exact through INCRBY (which keeps the TTL);
 # anything involving a float is added in double precision and kept as '#f:%.17g', which
-# reads back as the same double. ARGV[3]: the default TTL for a key that has none.
+# reads back as the same double. ARGV[3]: the default TTL for a key that has none; KEYS[2]:
+# the run's index, where ARGV[4] (the channel key's name) is added.
 _ADD_LUA: Final = """
 local key = KEYS[1]
 local kind = redis.call('TYPE', key)['ok']
@@ -158,6 +178,9 @@ if type(result) == 'number' then
   redis.call('SET', key, result, 'KEEPTTL')
 end
 if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[3]) end
+redis.call('SADD', KEYS[2], ARGV[4])
+local ttl = redis.call('PTTL', key)
+if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
 return result
 """
 
@@ -240,7 +263,9 @@ class RedisChannel(Channel):
         **kwargs: Any,
     ) -> None:
         super().__init__(name)
-        self._key_start = len(keys.channel(name, ""))
+        self._key_start = len(keys.channel(name, "").encode())  # in the bytes of a Redis name
+        self._index = keys.channel_index(name)
+        self._custom_index = keys.channel_index_custom(name)
         self._default_ms = _ttl_ms(ttl_s)
         self.ttl_s = ttl_s
         self._signer = signer if signer is not None else Signer(load_secret())
@@ -273,6 +298,7 @@ class RedisChannel(Channel):
         self._sizes_script = client.register_script(_SIZES_LUA)
         self._push_script = client.register_script(_PUSH_LUA)
         self._add_script = client.register_script(_ADD_LUA)
+        self._index_script = client.register_script(_INDEX_LUA)
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -284,7 +310,9 @@ class RedisChannel(Channel):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.name = state["name"]
-        self._key_start = len(keys.channel(self.name, ""))
+        self._key_start = len(keys.channel(self.name, "").encode())
+        self._index = keys.channel_index(self.name)
+        self._custom_index = keys.channel_index_custom(self.name)
         self.ttl_s = state["ttl_s"]
         self._default_ms = _ttl_ms(self.ttl_s)
         self._signer = state["signer"]
@@ -297,16 +325,21 @@ class RedisChannel(Channel):
         """Store ``value`` under ``key`` with ``ttl`` (default: the channel's ``ttl_s``)."""
         name = keys.channel(self.name, key)
         px = self._default_ms if ttl is None else _ttl_ms(ttl)
+        pipe = self._client.pipeline(transaction=True)
         if type(value) is list and value:
-            pipe = self._client.pipeline(transaction=True)
             self._queue_list(pipe, name, [self._encode(item) for item in value], px)
-            pipe.execute()
-            return
-        parts = self._encode_parts(value)
-        if len(parts) > 1:
-            bulk.set_parts(self._client, name, parts, px)
         else:
-            self._client.set(name, parts[0], px=px)
+            parts = self._encode_parts(value)
+            if len(parts) > 1:
+                bulk.set_parts(self._client, name, parts, px)
+            else:
+                pipe.set(name, parts[0], px=px)
+        if ttl is None:
+            self._queue_index(pipe, [key])
+            pipe.execute()
+        else:
+            pipe.execute()
+            self._index_script(keys=[self._custom_index], args=[px, key])
 
     @_translating_errors
     def update(self, mapping: Mapping[str, Any]) -> None:
@@ -353,6 +386,16 @@ class RedisChannel(Channel):
                 bulk.set_parts(self._client, name, parts, self._default_ms)
             else:
                 pipe.set(name, parts[0], px=self._default_ms)
+        self._queue_index(pipe, list(mapping))
+
+    def _queue_index(self, pipe: Pipeline, names: list[str]) -> None:
+        """Queue on ``pipe`` the addition of ``names``, keys written with the default TTL, to
+        the run's index, and give the index that TTL again."""
+        if not names:
+            return
+        for start in range(0, len(names), _INDEX_BATCH):
+            pipe.sadd(self._index, *names[start : start + _INDEX_BATCH])
+        pipe.pexpire(self._index, self._default_ms)
 
     def _queue_list(self, pipe: Pipeline, name: str, encoded: list[bytes], px: int) -> None:
         """Queue on ``pipe`` the commands that replace ``name`` with the encoded list items."""
@@ -377,7 +420,11 @@ class RedisChannel(Channel):
     @_translating_errors
     def delete(self, key: str) -> bool:
         """Remove ``key``; True if it existed."""
-        return bool(self._client.delete(keys.channel(self.name, key)))
+        pipe = self._client.pipeline(transaction=True)
+        pipe.delete(keys.channel(self.name, key))
+        pipe.srem(self._index, key)
+        pipe.srem(self._custom_index, key)
+        return bool(pipe.execute()[0])
 
     @_translating_errors
     def exists(self, key: str) -> bool:
@@ -386,25 +433,30 @@ class RedisChannel(Channel):
 
     @_translating_errors
     def keys(self) -> list[str]:
-        """Every live key of the run (found with SCAN, never KEYS)."""
-        return list(dict.fromkeys(raw[self._key_start :].decode() for raw in self._scan()))
+        """Every live key of the run (from the run's index: no SCAN, never KEYS)."""
+        names = list(self._indexed())
+        live: list[str] = []
+        for start in range(0, len(names), _READ_BATCH):
+            batch = names[start : start + _READ_BATCH]
+            sizes = self._sizes_script(keys=batch)
+            live += [
+                n[self._key_start :].decode() for n, z in zip(batch, sizes, strict=True) if z != -1
+            ]
+        return live
 
     @_translating_errors
     def clear(self) -> None:
-        """Remove every key of the run, UNLINKing them in batches as SCAN finds them."""
-        batch: list[bytes] = []
-        for raw in self._scan():
-            batch.append(raw)
-            if len(batch) >= _UNLINK_BATCH:
-                self._client.unlink(*batch)
-                batch.clear()
-        if batch:
-            self._client.unlink(*batch)
+        """Remove every key of the run (UNLINKed in batches), then the run's index."""
+        names = list(self._indexed())
+        for start in range(0, len(names), _UNLINK_BATCH):
+            self._client.unlink(*names[start : start + _UNLINK_BATCH])
+        self._client.unlink(self._index)
+        self._client.unlink(self._custom_index)
 
     @_translating_errors
     def snapshot(self) -> dict[str, Any]:
         """Every live key and its value, read in batches (large values one by one)."""
-        names = list(dict.fromkeys(self._scan()))
+        names = list(self._indexed())
         contents: dict[str, Any] = {}
         for start in range(0, len(names), _READ_BATCH):
             self._read_batch(names[start : start + _READ_BATCH], contents)
@@ -438,9 +490,17 @@ class RedisChannel(Channel):
     def _push(self, key: str, value: Any, ttl: float | None, *, at_front: bool) -> int:
         """Add ``value`` at one end of the list under ``key``, creating it when missing."""
         px = 0 if ttl is None else _ttl_ms(ttl)
-        args = [self._encode(value), "1" if at_front else "0", px, self._default_ms, _EMPTY_LIST]
+        args = [
+            self._encode(value),
+            "1" if at_front else "0",
+            px,
+            self._default_ms,
+            _EMPTY_LIST,
+            key,
+        ]
         try:
-            return int(self._push_script(keys=[keys.channel(self.name, key)], args=args))
+            name = keys.channel(self.name, key)
+            return int(self._push_script(keys=[name, self._custom_index], args=args))
         except redis.ResponseError as exc:
             if "GRAFLOW_NOT_LIST" not in str(exc):
                 raise
@@ -452,7 +512,8 @@ class RedisChannel(Channel):
         text, is_int = _encode_amount(amount)
         try:
             raw = self._add_script(
-                keys=[keys.channel(self.name, key)], args=[text, is_int, self._default_ms]
+                keys=[keys.channel(self.name, key), self._custom_index],
+                args=[text, is_int, self._default_ms, key],
             )
         except redis.ResponseError as exc:
             if "GRAFLOW_NOT_NUMBER" in str(exc):
@@ -523,15 +584,19 @@ class RedisChannel(Channel):
         if self._owns_client:
             self._client.close()
 
-    def _scan(self) -> Iterator[bytes]:
-        """The Redis names of the run's channel keys, by SCAN MATCH."""
-        pattern = keys.channel_pattern(self.name)
-        if is_cluster(self._client):  # the run's keys share a slot: scan its node only
-            prefix = keys.run_prefix(self.name)
-            node = self._client.get_node_from_key(prefix)  # type: ignore[no-untyped-call]  # redis-py
-            yield from self._client.scan_iter(match=pattern, count=_SCAN_COUNT, target_nodes=node)
-        else:
-            yield from self._client.scan_iter(match=pattern, count=_SCAN_COUNT)
+    def _indexed(self) -> Iterator[bytes]:
+        """The Redis names of every channel key the run wrote (some may have expired since)."""
+        prefix = self._index_prefix
+        seen: set[bytes] = set()
+        for index in (self._index, self._custom_index):
+            for member in self._client.sscan_iter(index, count=_READ_BATCH):
+                if member not in seen:
+                    seen.add(member)
+                    yield prefix + member
+
+    @functools.cached_property
+    def _index_prefix(self) -> bytes:
+        return keys.channel(self.name, "").encode()
 
     def _encode_parts(self, value: Any) -> list[bytes]:
         """``value`` as ``_encode`` stores it, in two parts when large (sent one after the

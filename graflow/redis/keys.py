@@ -21,7 +21,8 @@ __all__ = [
     "barrier_members",
     "barrier_results",
     "channel",
-    "channel_pattern",
+    "channel_index",
+    "channel_index_custom",
     "checkpoint",
     "dead_letters",
     "done",
@@ -102,9 +103,16 @@ def channel(run_id: str, key: str) -> str:
     return f"{run_prefix(run_id)}:ch:{key}"
 
 
-def channel_pattern(run_id: str) -> str:
-    """The SCAN MATCH pattern of every channel key of the run."""
-    return f"{_escape_glob(run_prefix(run_id))}:ch:*"
+def channel_index(run_id: str) -> str:
+    """The names of the run's channel keys written with the channel's default TTL: how the
+    channel lists its keys without scanning a keyspace others share."""
+    return f"{run_prefix(run_id)}:chidx"
+
+
+def channel_index_custom(run_id: str) -> str:
+    """The names of the run's channel keys whose writer set their TTL (``set(ttl=...)``,
+    ``append``, ``atomic_add``): this index lasts as long as the longest of them."""
+    return f"{run_prefix(run_id)}:chidx:ttl"
 
 
 def checkpoint(name: str) -> str:

@@ -27,7 +27,7 @@ from graflow.core.task import TaskWrapper
 from graflow.core.workflow import workflow
 from graflow.exceptions import BackendError, BackendUnavailable, ConfigError, PoisonMessage
 from graflow.redis import keys, signing
-from graflow.redis.channel import RedisChannel
+from graflow.redis.channel import DEFAULT_TTL_S, RedisChannel
 from graflow.redis.signing import Signer, load_secret
 from tests.conftest import RedisServer
 
@@ -423,12 +423,14 @@ def test_a_lease_that_ran_out_is_reported(channel: RedisChannel, redis_client: r
                 time.sleep(0.01)
 
 
-# -- SCAN only -------------------------------------------------------------------------------
+# -- the run's index: no SCAN, never KEYS ------------------------------------------------------
 
 
-def test_keys_clear_and_snapshot_use_scan_never_keys(
+def test_keys_clear_and_snapshot_read_the_index_never_scan_or_keys(
     channel: RedisChannel, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Other applications' keys in the same database: the channel never walks them.
+    redis_client.mset({f"app:{i}": i for i in range(5000)})
     data = {f"k{i}": i for i in range(1234)}
     channel.update(data)
     commands: list[str] = []
@@ -447,9 +449,59 @@ def test_keys_clear_and_snapshot_use_scan_never_keys(
     assert channel.snapshot() == data
     channel.clear()
     assert channel.keys() == []
-    assert "SCAN" in commands
+    assert "SSCAN" in commands
+    assert "SCAN" not in commands
     assert "KEYS" not in commands
     assert "UNLINK" in commands
+    assert not redis_client.exists(keys.channel_index(channel.name))
+    assert not redis_client.exists(keys.channel_index_custom(channel.name))
+    redis_client.delete(*[f"app:{i}" for i in range(5000)])
+
+
+def test_every_kind_of_write_is_indexed(channel: RedisChannel) -> None:
+    channel.set("plain", {"a": 1})
+    channel.set("listed", [1, 2])
+    channel.set("big", b"x" * (3 * 1024 * 1024))
+    channel.update({"u1": 1, "u2": [3]})
+    channel.append("appended", "x")
+    channel.prepend("prepended", "y")
+    channel.atomic_add("counter", 2)
+    channel.atomic_add("ratio", 0.5)
+    expected = {"plain", "listed", "big", "u1", "u2", "appended", "prepended", "counter", "ratio"}
+    assert set(channel.keys()) == expected
+    assert set(channel.snapshot()) == expected
+    assert channel.delete("plain")
+    assert set(channel.keys()) == expected - {"plain"}
+
+
+def test_expired_keys_are_skipped_and_the_index_outlives_every_key(
+    channel: RedisChannel, redis_client: redis.Redis
+) -> None:
+    index = keys.channel_index(channel.name)
+    custom = keys.channel_index_custom(channel.name)
+
+    def ttl(key: str) -> int:
+        return int(redis_client.pttl(keys.channel(channel.name, key)))
+
+    channel.set("short", 1, ttl=0.05)
+    channel.set("default", 2)
+    assert redis_client.pttl(index) >= ttl("default")
+    channel.set("long", 3, ttl=10 * DEFAULT_TTL_S)
+    assert redis_client.pttl(custom) >= ttl("long")
+    channel.append("long-list", 4, ttl=20 * DEFAULT_TTL_S)
+    assert redis_client.pttl(custom) >= ttl("long-list") > ttl("long")
+    channel.set("default-again", 5)  # a default write never shortens the custom index
+    channel.atomic_add("n", 1)
+    assert redis_client.pttl(custom) >= ttl("long-list")
+    time.sleep(0.1)
+    assert sorted(channel.keys()) == ["default", "default-again", "long", "long-list", "n"]
+    assert channel.snapshot() == {
+        "default": 2,
+        "default-again": 5,
+        "long": 3,
+        "long-list": [4],
+        "n": 1,
+    }
 
 
 def test_runs_do_not_see_each_others_keys(
@@ -498,6 +550,8 @@ def test_forged_and_unsigned_values_are_poison_and_never_unpickled(
     redis_client.rpush(keys.channel(run_id, "list"), evil)
     with pytest.raises(PoisonMessage):
         channel.get("list")
+    # Whoever can write Redis can write the run's index too: the snapshot reads them.
+    redis_client.sadd(keys.channel_index(run_id), *forged, "list")
     with pytest.raises(PoisonMessage):
         channel.snapshot()
     redis_client.hset(keys.channel(run_id, "hash"), "f", evil)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
-
 import pytest
 from redis.crc import key_slot
 
@@ -25,6 +23,7 @@ def test_every_key_of_a_run_shares_one_slot() -> None:
         keys.meta(run),
         keys.channel(run, "a.__result__"),
         keys.channel(run, "{odd} key"),
+        keys.channel_index(run),
         keys.lock(run, "l"),
         keys.barrier_members(run, "g"),
         keys.barrier_expected(run, "g"),
@@ -56,27 +55,3 @@ def test_bad_names_are_config_errors(bad: object) -> None:
 def test_channel_keys_must_be_strings() -> None:
     with pytest.raises(TypeError):
         keys.channel("run", 1)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("run", ["plain", "a*b", "a?b", "a[b]c", "back\\slash", "x]["])
-def test_channel_pattern_matches_only_its_run(run: str) -> None:
-    pattern = keys.channel_pattern(run)
-    mine = keys.channel(run, "k")
-    # Redis globs escape with a backslash; translate to fnmatch's bracket form to check.
-    translated = "".join(f"[{char}]" if escaped else char for char, escaped in _unescape(pattern))
-    assert fnmatch.fnmatchcase(mine, translated)
-    for other in ("plain", "aXb", "a*b", "abc", "back\\slash", "x]["):
-        if other != run:
-            assert not fnmatch.fnmatchcase(keys.channel(other, "k"), translated)
-    assert not fnmatch.fnmatchcase(keys.lock(run, "k"), translated)
-
-
-def _unescape(pattern: str) -> list[tuple[str, bool]]:
-    out: list[tuple[str, bool]] = []
-    chars = iter(pattern)
-    for char in chars:
-        if char == "\\":
-            out.append((next(chars), True))
-        else:
-            out.append((char, char in "{}"))
-    return out
