@@ -147,45 +147,27 @@ def w3_pool(pool: Any, hops: int) -> float:
 
 
 # -- W4 ---------------------------------------------------------------------------------
-def w4_graflow(sup: graflow.Supervisor, size: int) -> float:
+def w4_graflow(sup: graflow.Supervisor, size: int, make: Any = None, take: Any = None) -> float:
+    """A makes ``size`` bytes (``make``, default bytes), B gets them (``take``, default len)."""
+    make, take = make or make_payload, take or take_len
     with workflow("w4") as wf:
-        a = TaskWrapper("a", lambda: make_payload(size))
-        b = TaskWrapper("b", lambda a: len(a))
+        a = TaskWrapper("a", lambda: make(size))
+        b = TaskWrapper("b", lambda a: take(a))
         a >> b
     start = time.perf_counter()
     result = sup.run(wf, start="a")
     elapsed = time.perf_counter() - start
-    assert result.value == size
+    assert result.value == take(make(size))
     return elapsed
 
 
-def w4_ppe(ex: cf.ProcessPoolExecutor, size: int) -> float:
+def w4_ppe(ex: cf.ProcessPoolExecutor, size: int, make: Any = None, take: Any = None) -> float:
+    make, take = make or make_payload, take or take_len
     start = time.perf_counter()
-    data = ex.submit(make_payload, size).result()
-    n = ex.submit(take_len, data).result()
+    data = ex.submit(make, size).result()
+    n = ex.submit(take, data).result()
     elapsed = time.perf_counter() - start
-    assert n == size
-    return elapsed
-
-
-def w4a_graflow(sup: graflow.Supervisor, size: int) -> float:
-    with workflow("w4a") as wf:
-        a = TaskWrapper("a", lambda: make_array(size))
-        b = TaskWrapper("b", lambda a: take_sum(a))
-        a >> b
-    start = time.perf_counter()
-    result = sup.run(wf, start="a")
-    elapsed = time.perf_counter() - start
-    assert result.value == size // 8
-    return elapsed
-
-
-def w4a_ppe(ex: cf.ProcessPoolExecutor, size: int) -> float:
-    start = time.perf_counter()
-    data = ex.submit(make_array, size).result()
-    total = ex.submit(take_sum, data).result()
-    elapsed = time.perf_counter() - start
-    assert total == size // 8
+    assert n == take(make(size))
     return elapsed
 
 
@@ -249,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(("W4 100 MB A->B s", f"{g:.3f}", f"{p:.3f} (x{p / g:.2f})", "-"))
         if "W4A" in only:
             size = 100 * 1024 * 1024
-            g = median_of(rep, lambda: w4a_graflow(sup, size))
-            p = median_of(rep, lambda: w4a_ppe(ex, size))
+            g = median_of(rep, lambda: w4_graflow(sup, size, make_array, take_sum))
+            p = median_of(rep, lambda: w4_ppe(ex, size, make_array, take_sum))
             out["W4A"] = {"graflow_s": g, "ppe_s": p}
             rows.append(("W4A 100 MB array A->B s", f"{g:.3f}", f"{p:.3f} (x{p / g:.2f})", "-"))
         if "M" in only:

@@ -46,6 +46,26 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def start_server() -> tuple[subprocess.Popen[bytes], str]:
+    """A fresh redis-server on a free loopback port (stop it with ``terminate``), its URL."""
+    port = _free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="graflow-bench-")],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    client.close()
+    return server, url
+
+
 def _median(repeat: int, fn: Callable[[], float]) -> float:
     return statistics.median(fn() for _ in range(repeat))
 
@@ -133,21 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="W1,W3,W4", help="comma-separated workloads")
     parser.add_argument("--json", dest="json_path")
     args = parser.parse_args(argv)
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="graflow-bench-")
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
+    server, url = start_server()
     node = subprocess.Popen(
         [sys.executable, "-m", "graflow", "supervisor", "--redis", url,
          "--processes", str(args.processes)],

@@ -16,25 +16,17 @@ Prints medians and the ratio. Nothing here asserts: figures go to perf/RESULTS.m
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
 
 import redis
+from bench_redis import start_server  # perf/ is this script's directory
 
 from graflow.redis import keys
 from graflow.redis.channel import RedisChannel
 from graflow.redis.signing import Signer
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _median_ms(repeat: int, fn: Callable[[], object]) -> float:
@@ -52,21 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
-    port = _free_port()
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="graflow-bench-")],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
+    server, url = start_server()
     client = redis.Redis.from_url(url)
     try:
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
         for start in range(0, args.others, 10_000):
             stop = min(args.others, start + 10_000)
             client.mset({f"app:{i}": i for i in range(start, stop)})

@@ -39,6 +39,7 @@ from graflow.exceptions import (
     WorkflowTimeoutError,
 )
 from graflow.mp import shm
+from tests.bad_values import LockedError, TwoArgError, Unloadable
 
 _SEGMENT = re.compile(r"graflow_(\d+)_[0-9a-f]+")
 DEATHS = ["exit", "sigkill", "segfault"]
@@ -312,32 +313,6 @@ def test_whole_run_timeout_raises_workflow_timeout() -> None:
 # -- values that cannot cross a process boundary ------------------------------------------
 
 
-class _LockedError(Exception):
-    """An exception that will not pickle: it holds a lock."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.lock = threading.Lock()
-
-
-class _TwoArgError(Exception):
-    """An exception that pickles but fails to unpickle (args do not match __init__)."""
-
-    def __init__(self, a: str, b: str) -> None:
-        super().__init__(f"{a}/{b}")
-
-
-def _raise_on_load() -> None:
-    raise RuntimeError("this value cannot be rebuilt")
-
-
-class _UnloadableResult:
-    """A value that pickles, but whose unpickling raises."""
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_raise_on_load, ())
-
-
 def _failing_wf(kind: str) -> Any:
     with workflow("bad") as wf:
         if kind == "result":
@@ -350,19 +325,19 @@ def _failing_wf(kind: str) -> Any:
 
             @task
             def bad() -> Any:
-                raise _LockedError("with a lock inside")
+                raise LockedError("with a lock inside")
 
         elif kind == "unloadable_exception":
 
             @task
             def bad() -> Any:
-                raise _TwoArgError("left", "right")
+                raise TwoArgError("left", "right")
 
         elif kind == "unloadable_result":
 
             @task
             def bad() -> Any:
-                return _UnloadableResult()
+                return Unloadable()
 
     return wf
 
@@ -386,12 +361,12 @@ def test_unpicklable_value_becomes_task_error(kind: str, start_method: str) -> N
 def test_unpicklable_exception_message_names_the_original_error() -> None:
     with pytest.raises(TaskError) as info:
         graflow.run(_failing_wf("exception"), processes=1)
-    assert "_LockedError" in str(info.value)
+    assert "LockedError" in str(info.value)
     assert "with a lock inside" in str(info.value)
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("make_bad", [threading.Lock, _UnloadableResult])
+@pytest.mark.parametrize("make_bad", [threading.Lock, Unloadable])
 def test_bad_result_fails_only_its_own_task_in_a_batch(make_bad: Any) -> None:
     with workflow("mixed") as wf:
 

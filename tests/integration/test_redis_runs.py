@@ -36,6 +36,7 @@ from graflow.core.task import TaskWrapper
 from graflow.exceptions import GraflowError, GraflowRuntimeError, PoisonMessage, WorkerLost
 from graflow.redis import keys
 from graflow.redis.signing import Signer, load_secret
+from tests.bad_values import LockedError, TwoArgError, Unloadable
 from tests.conftest import RedisNode, RedisServer
 
 DEADLINE_S = 30.0
@@ -610,39 +611,13 @@ def test_a_chain_longer_than_the_lookahead_runs_each_task_once_in_order(
 # -- values that cannot cross a process boundary ---------------------------------------------
 
 
-class _LockedError(Exception):
-    """An exception that will not pickle: it holds a lock."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.lock = threading.Lock()
-
-
-class _TwoArgError(Exception):
-    """An exception that pickles but fails to unpickle (args do not match __init__)."""
-
-    def __init__(self, a: str, b: str) -> None:
-        super().__init__(f"{a}/{b}")
-
-
-def _raise_on_load() -> None:
-    raise RuntimeError("this value cannot be rebuilt")
-
-
-class _Unloadable:
-    """A value that pickles, but whose unpickling raises."""
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_raise_on_load, ())
-
-
 _BAD_OUTCOMES: dict[str, Callable[[], Any]] = {
     "result": threading.Lock,
     "large_result": lambda: [threading.Lock(), b"x" * (256 * 1024)],
-    "exception": lambda: (_ for _ in ()).throw(_LockedError("with a lock inside")),
-    "unloadable_exception": lambda: (_ for _ in ()).throw(_TwoArgError("left", "right")),
-    "unloadable_result": _Unloadable,
-    "large_unloadable_result": lambda: [_Unloadable(), b"x" * (256 * 1024)],
+    "exception": lambda: (_ for _ in ()).throw(LockedError("with a lock inside")),
+    "unloadable_exception": lambda: (_ for _ in ()).throw(TwoArgError("left", "right")),
+    "unloadable_result": Unloadable,
+    "large_unloadable_result": lambda: [Unloadable(), b"x" * (256 * 1024)],
 }
 
 

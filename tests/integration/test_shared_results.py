@@ -97,10 +97,14 @@ def test_a_large_final_value_and_a_read_through_the_context(sup: graflow.Supervi
     assert type(result.value) is bytes
 
 
+@pytest.mark.parametrize(
+    "make, measure", [("bytes", lambda a: len(a)), ("array", lambda a: float(a.sum()))]
+)
 def test_the_value_outlives_the_worker_that_made_it(
-    sup: graflow.Supervisor, tmp_path: Path
+    sup: graflow.Supervisor, tmp_path: Path, make: str, measure: Any
 ) -> None:
     marker = tmp_path / "killed"
+    maker = _payload if make == "bytes" else _matrix
 
     def kill_my_worker_once() -> str:
         if not marker.exists():
@@ -109,13 +113,13 @@ def test_the_value_outlives_the_worker_that_made_it(
         return "survived"
 
     with workflow("outlive") as wf:
-        a = TaskWrapper("a", _payload)
+        a = TaskWrapper("a", maker)
         kill = TaskWrapper("kill", kill_my_worker_once)
-        b = TaskWrapper("b", lambda a: len(a))
+        b = TaskWrapper("b", measure)
         a >> kill >> b
     result = sup.run(wf, start="a")
     assert result.stats.worker_deaths == 1
-    assert result.value == len(_payload())
+    assert result.value == measure(maker())
     assert _segments_of({os.getpid(), *sup.worker_pids}) == []
 
 
@@ -285,26 +289,6 @@ def test_structured_and_strided_arrays_arrive_intact(sup: graflow.Supervisor) ->
     result = sup.run(wf2, start="a")
     assert result.value == (True, 199_999, b"row", (600, 350), True)
     np.testing.assert_array_equal(result.results["s"], _matrix()[:, ::2])
-
-
-def test_an_array_outlives_the_worker_that_made_it(sup: graflow.Supervisor, tmp_path: Path) -> None:
-    marker = tmp_path / "killed"
-
-    def kill_my_worker_once() -> str:
-        if not marker.exists():
-            marker.touch()
-            os.kill(os.getpid(), signal.SIGKILL)
-        return "survived"
-
-    with workflow("outlive-array") as wf:
-        a = TaskWrapper("a", _matrix)
-        kill = TaskWrapper("kill", kill_my_worker_once)
-        b = TaskWrapper("b", lambda a: float(a.sum()))
-        a >> kill >> b
-    result = sup.run(wf, start="a")
-    assert result.stats.worker_deaths == 1
-    assert result.value == float(_matrix().sum())
-    assert _segments_of({os.getpid(), *sup.worker_pids}) == []
 
 
 def _churn(a: bytes, i: int) -> tuple[int, int, bool]:
