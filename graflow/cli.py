@@ -218,7 +218,38 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress, no output on success")
     run.add_argument("--no-progress", action="store_true", help="no live progress line")
     _add_run_checkpoint(run)
+    _add_run_metrics(run)
     run.set_defaults(handler="graflow.ops.run:run_command")
+
+
+def _add_run_metrics(run: argparse.ArgumentParser) -> None:
+    """``graflow run`` options of Prometheus metrics (graflow.ops.run_metrics)."""
+    metrics = run.add_argument_group(
+        "metrics (graflow_run_tasks_total{workflow,status}, graflow_run_exit_code, ...)"
+    )
+    metrics.add_argument(
+        "--metrics-port",
+        metavar="P",
+        type=_port,
+        help="serve Prometheus metrics on this port while the run lasts (0: any free port)",
+    )
+    metrics.add_argument(
+        "--metrics-addr",
+        metavar="ADDR",
+        default="0.0.0.0",
+        help="address the metrics endpoint listens on (default: 0.0.0.0)",
+    )
+    metrics.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="keep the metrics in PATH (every 15 s, and at the end: how the run ended), for "
+        "node_exporter's textfile collector",
+    )
+    metrics.add_argument(
+        "--metrics-name",
+        metavar="NAME",
+        help="the metrics' workflow label (default: TARGET)",
+    )
 
 
 def _add_run_checkpoint(run: argparse.ArgumentParser) -> None:

@@ -47,6 +47,7 @@ from graflow.ops.report import (
     success_summary,
     traceback_of,
 )
+from graflow.ops.run_metrics import RunMetrics, publishing
 from graflow.ops.target import load_target
 from graflow.redis.connect import connect
 from graflow.redis.lock import RedisRunLock
@@ -204,6 +205,24 @@ def run_command(args: argparse.Namespace, env: Settings, console: Console) -> in
     """Run ``args.target`` as ``graflow run`` was asked to; returns the exit code."""
     started = time.time()
     watch = RunWatch(console.tag, None)
+    port, path = getattr(args, "metrics_port", None), getattr(args, "metrics_file", None)
+    if port is None and path is None:
+        return _run_and_report(args, env, console, watch, started)
+    metrics = RunMetrics(args.metrics_name or args.target, lambda: watch.counters)
+    try:
+        with publishing(metrics, port=port, addr=args.metrics_addr, path=path):
+            code = _run_and_report(args, env, console, watch, started)
+            metrics.finish(code)
+    except ConfigError as exc:  # the metrics endpoint or file, before the run started
+        failure = _classify(exc, False)
+        _report_failure(args, console, failure, started, watch)
+        return failure.exit_code
+    return code
+
+
+def _run_and_report(
+    args: argparse.Namespace, env: Settings, console: Console, watch: RunWatch, started: float
+) -> int:
     try:
         redis_url = None if args.processes is not None else redis_url_of(args.redis, env)
         with (

@@ -11,6 +11,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -734,3 +735,106 @@ def test_no_secret_ever_appears_in_output(password_redis: tuple[int, str], tmp_p
         assert password not in text, args
         assert password[::-1] not in text, args
         assert secret not in text, args
+
+
+# -- run metrics ------------------------------------------------------------------------------
+
+
+def _samples(text: str) -> dict[str, float]:
+    """Prometheus text exposition as {'name{labels}': value}."""
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            found[name] = float(value)
+    return found
+
+
+@pytest.mark.parametrize("flow, code, succeeded, failed", [("ok", 0, 2, 0), ("bad", 1, 1, 1)])
+def test_a_metrics_file_ends_with_how_the_run_ended(
+    tmp_path: Path, flow: str, code: int, succeeded: int, failed: int
+) -> None:
+    path = tmp_path / "textfile" / "nightly.prom"
+    path.parent.mkdir()
+    done = graflow(
+        "run",
+        target(flow),
+        "--processes",
+        "2",
+        "--metrics-file",
+        str(path),
+        "--metrics-name",
+        "nightly",
+        env=environment(tmp_path),
+    )
+    assert done.returncode == code, done.stderr
+    samples = _samples(path.read_text())
+    label = '{workflow="nightly"}'
+    assert samples[f"graflow_run_exit_code{label}"] == code
+    assert samples['graflow_run_tasks_total{status="succeeded",workflow="nightly"}'] == succeeded
+    assert samples['graflow_run_tasks_total{status="failed",workflow="nightly"}'] == failed
+    started = samples[f"graflow_run_started_seconds{label}"]
+    finished = samples[f"graflow_run_finished_seconds{label}"]
+    assert started <= finished <= time.time()
+    assert samples[f"graflow_run_elapsed_seconds{label}"] == pytest.approx(finished - started)
+    assert [p.name for p in path.parent.iterdir()] == ["nightly.prom"]  # written by rename
+
+
+def test_metrics_are_served_while_the_run_lasts(tmp_path: Path) -> None:
+    marker, gate = tmp_path / "started", tmp_path / "gate"
+    port = _free_port()
+    proc = start(
+        "run",
+        target("slow"),
+        "--processes",
+        "2",
+        "--metrics-port",
+        str(port),
+        "--metrics-addr",
+        "127.0.0.1",
+        "--set",
+        f"marker={marker}",
+        "--set",
+        f"gate={gate}",
+        "--set",
+        "pause_s=0",
+        env=environment(tmp_path),
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        wait_for(marker.exists, "the run to start")
+        during = _samples(wait_for(lambda: _scrape_text(url), "the metrics endpoint"))
+        assert during['graflow_run_tasks_running{workflow="' + target("slow") + '"}'] == 1
+        assert f'graflow_run_exit_code{{workflow="{target("slow")}"}}' not in during
+        gate.touch()
+        _out, err = proc.communicate(timeout=DEADLINE_S)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, err
+    assert _scrape_text(url) is None  # the endpoint went with the command
+
+
+def test_a_metrics_port_in_use_is_a_usage_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = graflow(
+            "run",
+            target("ok"),
+            "--metrics-port",
+            str(port),
+            "--metrics-addr",
+            "127.0.0.1",
+            env=environment(tmp_path),
+        )
+    assert done.returncode == 2
+    assert f"--metrics-port {port}" in done.stderr
+
+
+def _scrape_text(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return str(reply.read().decode())
+    except OSError:
+        return None
