@@ -42,7 +42,7 @@ from graflow.exceptions import (
 )
 from graflow.redis import keys
 from graflow.redis.channel import RedisChannel
-from graflow.redis.connect import OUTAGE_ERRORS, RedisClient, refresh_after_outage
+from graflow.redis.connect import OUTAGE_ERRORS, RedisClient, is_passing, refresh_after_outage
 from graflow.redis.queue import RedisTaskQueue
 from graflow.redis.signing import Signer
 
@@ -367,7 +367,9 @@ class RedisBackend:
         while True:
             try:
                 return fn(*args)
-            except OUTAGE_ERRORS as exc:
+            except (*OUTAGE_ERRORS, redis.ResponseError) as exc:
+                if isinstance(exc, redis.ResponseError) and not is_passing(exc):
+                    raise
                 self._check_run_limits()
                 logger.warning("run %s: Redis unavailable (%s); retrying", self.run_id, exc)
                 refresh_after_outage(self.client)

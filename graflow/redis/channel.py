@@ -57,6 +57,7 @@ from graflow.redis.connect import (
     RedisClient,
     binary_client,
     from_spec,
+    is_passing,
     spec_of,
 )
 from graflow.redis.signing import Signer, load_secret
@@ -201,6 +202,12 @@ def _translating_errors(
             raise BackendUnavailable(
                 f"Redis unreachable for channel of run {self.name!r}", cause=exc
             ) from exc
+        except redis.ResponseError as exc:
+            if is_passing(exc):  # out of memory, read-only, loading...: it passes, as outages do
+                raise BackendUnavailable(
+                    f"Redis refuses the channel of run {self.name!r} for now", cause=exc
+                ) from exc
+            raise BackendError(f"Redis failed for channel of run {self.name!r}", cause=exc) from exc
         except redis.RedisError as exc:
             raise BackendError(f"Redis failed for channel of run {self.name!r}", cause=exc) from exc
 

@@ -53,6 +53,7 @@ __all__ = [
     "connect",
     "from_spec",
     "is_cluster",
+    "is_passing",
     "refresh_after_outage",
     "spec_of",
 ]
@@ -67,6 +68,29 @@ OUTAGE_ERRORS: Final = (
     SlotNotCoveredError,
 )
 """Errors that mean Redis, or one shard of a cluster, is away for now: back off, retry."""
+
+# Replies of a Redis that is there but cannot serve a write or a read for now: out of memory
+# under ``noeviction``, a replica or a master without its replicas, a failing disk with
+# ``stop-writes-on-bgsave-error``, a long script, a dataset still loading.
+_PASSING_REPLIES: Final = (
+    "OOM",
+    "READONLY",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "MISCONF",
+    "BUSY",
+    "LOADING",
+)
+
+
+def is_passing(exc: redis.ResponseError) -> bool:
+    """Whether Redis refused a command for a condition that passes (retry later, as for an
+    outage) rather than for the command itself."""
+    message = str(exc)
+    return message.split(" ", 1)[0] in _PASSING_REPLIES or isinstance(
+        exc, redis.ReadOnlyError | redis.OutOfMemoryError
+    )
+
 
 _CLUSTER_SCHEMES: Final = ("redis+cluster", "rediss+cluster")
 _TLS_SCHEMES: Final = ("rediss", "rediss+cluster")

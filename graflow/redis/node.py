@@ -45,7 +45,13 @@ from graflow.exceptions import BackendUnavailable, PoisonMessage, TaskError, Wor
 from graflow.redis import keys
 from graflow.redis.backend import RUN_TTL_S, Pickled, StoredValue
 from graflow.redis.channel import Encoded, RedisChannel
-from graflow.redis.connect import OUTAGE_ERRORS, RedisClient, client, refresh_after_outage
+from graflow.redis.connect import (
+    OUTAGE_ERRORS,
+    RedisClient,
+    client,
+    is_passing,
+    refresh_after_outage,
+)
 from graflow.redis.queue import QueueEntry, RedisTaskQueue, execute_then_wait
 from graflow.redis.runs import UnloadableRun, fetch_nodes, fetch_run
 from graflow.redis.signing import Signer
@@ -82,6 +88,12 @@ def _inline_value(completion: Completion, encoded: Encoded | None) -> Any:
     if len(payload) > _INLINE_MAX_BYTES:
         return StoredValue(completion.task_id)
     return Pickled(payload)
+
+
+def _is_stream_gone(exc: redis.ResponseError) -> bool:
+    """The queue's stream or group is gone: deleted under a claim, or while one waited."""
+    message = str(exc)
+    return message.startswith(("NOGROUP", "UNBLOCKED"))
 
 
 def _portable_record(record: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -208,16 +220,25 @@ class RedisWorker:
                     return
             except OUTAGE_ERRORS as exc:  # before ResponseError: a cluster's are ones too
                 done = _Batch()  # its entries are still in hand: handed back with the rest
+                self._encoded.clear()
                 group_ready = False
                 logger.warning("worker %s: Redis unavailable (%s)", self.consumer, exc)
                 refresh_after_outage(self.client)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 5.0)
             except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
                 done = _Batch()  # its entries are still in hand: handed back with the rest
-                group_ready = False  # the stream was deleted (or Redis restarted empty)
+                self._encoded.clear()
+                group_ready = False
+                if _is_stream_gone(exc):  # deleted (or Redis restarted empty): make it again
+                    continue
+                if not is_passing(exc):
+                    raise
+                logger.warning(
+                    "worker %s: Redis refuses for now (%s); retrying", self.consumer, exc
+                )
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
         with contextlib.suppress(redis.RedisError):
             self._flush(done)
         self._hand_back_all()
@@ -312,6 +333,7 @@ class RedisWorker:
             # the entry's tasks stored so far goes too: it must not ride along with the
             # next entry of this run (a cluster failover showed it).
             state.context.stored.clear()
+            self._encoded.clear()
             raise redis.ConnectionError(f"task {item.task_id}: {completion.error}")
         if self.on_completion is not None:
             self.on_completion(completion)

@@ -347,6 +347,62 @@ def test_redis_stopped_for_10_s_mid_run_then_the_run_resumes(
     marks.report_reruns()
 
 
+@pytest.mark.timeout(90)
+def test_redis_out_of_memory_mid_run_then_the_run_resumes(
+    private_redis: RedisServer, tmp_path: Path
+) -> None:
+    count = 60
+    marks = Marks(tmp_path / "marks")
+    admin = redis.Redis.from_url(private_redis.url)
+    with (
+        node(private_redis.url, new_queue()) as served,
+        chaos_run(served.url, served.queue, count, marks, 0.03) as future,
+    ):
+        marks.wait_finished(15)
+        pids = sorted(served.worker_pids())
+        # Every write is refused ("OOM command not allowed ..."): workers, the producer and
+        # tasks writing the channel wait it out as they wait out an outage.
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        with pytest.raises(redis.OutOfMemoryError):
+            admin.set("probe", "x")
+        refused_until = time.monotonic() + 3
+        while time.monotonic() < refused_until:
+            assert sorted(served.worker_pids()) == pids, "a worker died of Redis refusing writes"
+            time.sleep(0.2)
+        admin.config_set("maxmemory", 0)
+        done_then = marks.finished_count()
+        marks.wait_finished(done_then + 10)  # the workers resumed
+        marks.gate.touch()
+        result = future.result(timeout=RUN_TIMEOUT_S)
+        assert sorted(served.worker_pids()) == pids, "a worker died after Redis took writes again"
+
+    assert_same_run(result, reference_run(count))
+    marks.report_reruns()
+
+
+@pytest.mark.timeout(60)
+def test_workers_outlive_their_queue_stream_being_deleted(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    admin = redis.Redis.from_url(redis_server.url)
+    with node(redis_server.url, new_queue(), lease_s=3.0) as served:
+        first = graflow.run(chaos_workflow(5, None, 0.0), start="head", redis=served.url,
+                            queue=served.queue, timeout_s=RUN_TIMEOUT_S)  # fmt: skip
+        pids = sorted(served.worker_pids())
+        # The idle workers block on the stream: deleting it unblocks them with an error
+        # ("UNBLOCKED the stream key no longer exists"), and after it NOGROUP.
+        stream = keys.queue_stream(served.queue)
+        for _ in range(3):
+            assert admin.delete(stream) == 1
+            time.sleep(0.3)
+            wait_for(lambda: admin.exists(stream) == 1, "the workers to make the stream again")
+        again = graflow.run(chaos_workflow(5, None, 0.0), start="head", redis=served.url,
+                            queue=served.queue, timeout_s=RUN_TIMEOUT_S)  # fmt: skip
+        assert sorted(served.worker_pids()) == pids, "a worker died of its stream going"
+    assert again.value == first.value
+
+
 # -- poison ----------------------------------------------------------------------------------
 
 

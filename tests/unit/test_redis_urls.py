@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import redis
 
 from graflow.config import RedisTLS, Settings, redact_url
 from graflow.exceptions import ConfigError
-from graflow.redis.connect import _parse_cluster_url, access_error, client
+from graflow.redis.connect import _parse_cluster_url, access_error, client, is_passing
 
 
 def test_cluster_urls_name_their_start_nodes_and_credentials() -> None:
@@ -67,3 +68,24 @@ def test_an_unknown_failure_is_backend_unavailable_without_the_password() -> Non
     error = access_error(OSError("refused for secret-pw"), "redis://:secret-pw@h:1/0")
     assert type(error).__name__ == "BackendUnavailable"
     assert "secret-pw" not in str(error)
+
+
+@pytest.mark.parametrize(
+    "error, passing",
+    [
+        (redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'."), True),
+        (redis.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), True),
+        (redis.ReadOnlyError("You can't write against a read only replica."), True),
+        (redis.ResponseError("MISCONF Redis is configured to save RDB snapshots, but..."), True),
+        (redis.ResponseError("BUSY Redis is busy running a script."), True),
+        (redis.ResponseError("MASTERDOWN Link with MASTER is down"), True),
+        (redis.ResponseError("ERR unknown command 'FOO'"), False),
+        (redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"), False),
+        (redis.ResponseError("NOSCRIPT No matching script"), False),
+        (redis.ResponseError("BUSYGROUP Consumer Group name already exists"), False),
+    ],
+)
+def test_what_redis_refuses_for_now_is_told_from_what_it_refuses_for_good(
+    error: redis.ResponseError, passing: bool
+) -> None:
+    assert is_passing(error) is passing
