@@ -7,6 +7,8 @@ multiprocessing.Pool on the same machine, same number of processes, in this run)
   W1 throughput  a parallel group of 10,000 no-op tasks              tasks/s
   W2 scaling     8 pure-Python tasks of ~0.5 s: speedup vs 1 process  x
   W3 latency     a chain of 1,000 dependent no-op tasks               us/hop
+  W3P data chain a chain of 1,000 tasks, each given its predecessor's  us/hop
+                 result by parameter name (x + 1)
   W4 payload     task A returns 100 MB, task B receives it            s
   W4A array      the same with a 100 MB numpy array that B sums       s
   M  memory      1,000,000 no-op tasks through one pool               worker RSS growth MB
@@ -139,6 +141,43 @@ def w3_ppe(ex: cf.ProcessPoolExecutor, hops: int) -> float:
     return (time.perf_counter() - start) / hops * 1e6
 
 
+def increment(x: int) -> int:
+    return x + 1
+
+
+def _takes(previous: str | None) -> Any:
+    """A task function whose one parameter is named after its predecessor (the DSL's way of
+    passing a result on); the first takes nothing."""
+    if previous is None:
+        return lambda: 0
+    # A module name, as a function written in a file has (without, cloudpickle searches
+    # every module for it).
+    namespace: dict[str, Any] = {"increment": increment, "__name__": __name__}
+    exec(f"def step({previous}):\n    return increment({previous})\n", namespace)
+    return namespace["step"]
+
+
+def w3p_graflow(sup: graflow.Supervisor, hops: int) -> float:
+    with workflow("w3p") as wf:
+        ids = [f"d{i}" for i in range(hops)]
+        chain(*[TaskWrapper(t, _takes(ids[i - 1] if i else None)) for i, t in enumerate(ids)])
+    start = time.perf_counter()
+    result = sup.run(wf, start="d0")
+    elapsed = time.perf_counter() - start
+    assert result.value == hops - 1
+    return elapsed / hops * 1e6
+
+
+def w3p_ppe(ex: cf.ProcessPoolExecutor, hops: int) -> float:
+    start = time.perf_counter()
+    value = 0
+    for _ in range(hops - 1):
+        value = ex.submit(increment, value).result()
+    elapsed = time.perf_counter() - start
+    assert value == hops - 1
+    return elapsed / hops * 1e6
+
+
 def w3_pool(pool: Any, hops: int) -> float:
     start = time.perf_counter()
     for _ in range(hops):
@@ -190,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", default="W1,W2,W3,W4,W4A,M")
+    parser.add_argument("--only", default="W1,W2,W3,W3P,W4,W4A,M")
     parser.add_argument("--json", dest="json_path")
     parser.add_argument("--memory-tasks", type=int, default=1_000_000)
     args = parser.parse_args(argv)
@@ -223,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 ("W3 us/hop", f"{g:.1f}", f"{p:.1f} (x{p / g:.2f})", f"{m:.1f} (x{m / g:.2f})")
             )
+        if "W3P" in only:
+            g = median_of(rep, lambda: w3p_graflow(sup, 1000))
+            p = median_of(rep, lambda: w3p_ppe(ex, 1000))
+            out["W3P"] = {"graflow_us": g, "ppe_us": p}
+            rows.append(("W3P us/hop, result passed", f"{g:.1f}", f"{p:.1f} (x{p / g:.2f})", "-"))
         if "W4" in only:
             size = 100 * 1024 * 1024
             g = median_of(rep, lambda: w4_graflow(sup, size))

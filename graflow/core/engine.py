@@ -439,7 +439,11 @@ class _Scheduler:
         except KeyError:
             raise UnknownTaskError(task_id, list(self.nodes)) from None
 
-    def _make_item(self, task_id: str, exe: Executable, frame: _Frame) -> WorkItem:
+    def _make_item(
+        self, task_id: str, exe: Executable, frame: _Frame, *, prepare: bool = True
+    ) -> WorkItem:
+        """The work item of ``task_id``'s next attempt (its arguments resolved here if the
+        backend wants them so and ``prepare``; else the worker resolves them at start)."""
         ctx = self.context
         cc = ctx.cycle_controller
         rc = ctx.retry_controller
@@ -454,8 +458,10 @@ class _Scheduler:
         else:
             cycle = counts.get(base, 0)
         kwargs = None
-        if (self.prepare_kwargs if not frame.backend else self._prepares(frame)) and isinstance(
-            exe, TaskWrapper
+        if (
+            prepare
+            and (self.prepare_kwargs if not frame.backend else self._prepares(frame))
+            and isinstance(exe, TaskWrapper)
         ):
             names = exe._param_names
             if names is None:

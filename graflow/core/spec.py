@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-__all__ = ["CheckpointRequest", "Command", "CommandKind", "Completion", "WorkItem"]
+__all__ = ["ITEM_FIELDS", "CheckpointRequest", "Command", "CommandKind", "Completion", "WorkItem"]
 
 
 class CommandKind(IntEnum):
@@ -54,7 +54,8 @@ class WorkItem:
 
     ``seq`` is unique within a run and ties the completion back to the scheduler's frame.
     ``kwargs`` is None when the worker resolves the task's keyword arguments itself (the
-    in-process backend); remote backends ship them resolved.
+    in-process and Redis backends, and a conditional item of a chain lookahead); the process
+    pool ships them resolved otherwise.
     """
 
     seq: int
@@ -80,6 +81,10 @@ class WorkItem:
             self.timeout_s,
             self.in_block,
         )
+
+
+ITEM_FIELDS = len(WorkItem(0, "").as_tuple())
+"""Fields of a WorkItem's wire form; a conditional item's tuple adds its predecessor's seq."""
 
 
 @dataclass(slots=True)

@@ -20,6 +20,8 @@ __all__ = ["ChannelHost"]
 
 Reply = Callable[[int, bool, Any], None]  # (worker index, ok, value or exception)
 
+_ABSENT = object()
+
 _PLAIN_OPS = frozenset(
     {"set", "get", "delete", "exists", "keys", "clear", "append", "prepend", "atomic_add"}
 )
@@ -33,16 +35,23 @@ class ChannelHost:
         self._reply = reply
         self._owners: dict[str, tuple[int, int]] = {}  # key -> (worker, depth)
         self._waiters: dict[str, deque[tuple[int, float]]] = {}  # key -> (worker, deadline)
+        self._peek: Callable[..., Any] | None = getattr(channel, "peek", None)
 
     def handle(self, worker: int, op: str, args: tuple[Any, ...]) -> None:
         """Serve one request from ``worker`` (replies now, or later for a parked lock)."""
         if op in _PLAIN_OPS:
             try:
-                value = getattr(self.channel, op)(*args)
+                # A large result still in shared memory goes back by name: the worker maps it
+                # (graflow.mp.shared_value) instead of receiving a copy through the pipe.
+                fn = self._peek if op == "get" and self._peek is not None else None
+                value = fn(*args) if fn is not None else getattr(self.channel, op)(*args)
             except Exception as exc:  # noqa: BLE001 - the error belongs to the calling task
                 self._reply(worker, False, exc)
                 return
             self._reply(worker, True, value)
+        elif op == "lookup":  # get, telling "missing" apart from any default the caller has
+            value = (self._peek or self.channel.get)(args[0], _ABSENT)
+            self._reply(worker, True, (False, None) if value is _ABSENT else (True, value))
         elif op == "snapshot":
             self._reply(worker, True, self.channel.snapshot())
         elif op == "lock_acquire":

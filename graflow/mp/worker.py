@@ -49,6 +49,7 @@ DECODING = -1
 # its predecessor did not finish cleanly" (None: "handed back unstarted").
 VOID = "void"
 _MAX_OUTCOMES = 4096
+_WRITES = frozenset({"set", "delete", "clear", "append", "prepend", "atomic_add"})
 
 
 @dataclass(frozen=True)
@@ -99,20 +100,39 @@ class _Link:
 
 
 class RemoteChannel(Channel):
-    """The run's channel, hosted by the supervisor, reached over the worker's pipe."""
+    """The run's channel, hosted by the supervisor, reached over the worker's pipe.
+
+    It also holds the result of the task this worker ran last (``remember``): the supervisor
+    stores the same value under the same key, so a successor that takes it (``b(a)`` run
+    right after ``a``) reads it here without a round trip. A write of that key through this
+    channel forgets it.
+    """
 
     def __init__(self, name: str, link: _Link) -> None:
         super().__init__(name)
         self._link = link
+        self._kept_key: str | None = None
+        self._kept_value: Any = None
+
+    def remember(self, key: str | None, value: Any = None) -> None:
+        """Hold ``value`` as what the supervisor stores under ``key`` (None: hold nothing)."""
+        self._kept_key = key
+        self._kept_value = value if key is not None else None
 
     def _call(self, op: str, *args: Any) -> Any:
+        if op in _WRITES and (not args or args[0] == self._kept_key):
+            self.remember(None)
         return self._link.call((Msg.CHAN, self.name, op, args))
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         self._call("set", key, value, ttl)
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self._call("get", key, default)
+        if key == self._kept_key:
+            return self._kept_value
+        # The default stays here: a sentinel sent through the pipe would come back a copy.
+        found, value = self._call("lookup", key)
+        return value if found else default
 
     def delete(self, key: str) -> bool:
         return bool(self._call("delete", key))
@@ -254,8 +274,15 @@ class Worker:
                 outcomes[item.seq] = False
                 continue
             completion = state.run(item)
-            outcomes[item.seq] = completion.ok and not completion.commands
-            completions.append(_completion_tuple(completion))
+            entry = _completion_tuple(completion)
+            # Clean as the driver will see it: a result that could not be sent is a failure.
+            clean = entry[2] is True and not completion.commands
+            outcomes[item.seq] = clean
+            channel = state.context.channel
+            if isinstance(channel, RemoteChannel):
+                key = f"{item.task_id}.__result__"
+                channel.remember(key if clean else None, completion.value)
+            completions.append(entry)
         slots[index] = 0
         self.tasks_done += len(raw_items)
         if len(outcomes) > _MAX_OUTCOMES:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from graflow.core.handlers.direct import DirectTaskHandler
-from graflow.core.spec import WorkItem
+from graflow.core.spec import ITEM_FIELDS, WorkItem
 from graflow.exceptions import BackendError, BackendUnavailable, PoisonMessage, TaskError
 from graflow.queue.base import TaskQueue, TaskSpec, TaskStatus
 from graflow.queue.factory import TaskQueueFactory
@@ -253,20 +253,35 @@ class RedisTaskQueue(TaskQueue):
             self._group_ready = True
 
     def _take(self, entry: QueueEntry) -> TaskSpec | None:
-        """The first item of ``entry`` as a TaskSpec; the rest go back to the queue."""
+        """The first plain item of ``entry`` as a TaskSpec; other plain ones go back to the
+        queue. Conditional items (chain lookahead: "run only after item P finished cleanly")
+        are reported void: the producer sends them again, plainly, once P is done."""
         try:
-            items = [WorkItem(*raw) for raw in self.signer.loads(entry.blob)]
-        except (PoisonMessage, TypeError, ValueError) as exc:
+            raws = self.signer.loads(entry.blob)
+            items = [WorkItem(*raw[:ITEM_FIELDS]) for raw in raws]
+            conditional = [len(raw) > ITEM_FIELDS and bool(raw[ITEM_FIELDS]) for raw in raws]
+        except (PoisonMessage, TypeError, ValueError, IndexError) as exc:
             self.stream.dead_letter(entry, f"undecodable work items: {exc}")
             return None
         state = self._run_state(entry.run_id)
         if state is None:
             self.stream.dead_letter(entry, f"run {entry.run_id} is unknown or expired")
             return None
-        item, rest = items[0], items[1:]
-        if rest:
-            self.stream.submit(entry.run_id, [self.signer.dumps([i.as_tuple() for i in rest])])
+        plain = [i for i, cond in zip(items, conditional, strict=True) if not cond]
+        voids = [i for i, cond in zip(items, conditional, strict=True) if cond]
+        with self.client.pipeline(transaction=True) as pipe:
+            if voids:
+                records = [(i.seq, i.task_id, None, None, None, None, 0.0, None) for i in voids]
+                pipe.xadd(keys.done(entry.run_id), {b"b": self.signer.dumps(records)})
+                pipe.expire(keys.done(entry.run_id), RUN_TTL_S)
+            pipe.execute()
+        if len(plain) > 1:
+            blob = self.signer.dumps([i.as_tuple() for i in plain[1:]])
+            self.stream.submit(entry.run_id, [blob])
         self.stream.ack([entry.entry_id])
+        if not plain:
+            return None
+        item = plain[0]
         graph = state.context.graph
         if not graph.has_node(item.task_id):
             self._load_nodes(state)

