@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from typing import Any
 
@@ -25,6 +26,7 @@ from graflow.core.task import (
     SequentialTask,
     Task,
     TaskWrapper,
+    _parameter_names,
     chain,
     parallel,
 )
@@ -595,3 +597,45 @@ def test_parallel_needs_two_tasks(count: int) -> None:
         tasks = [Task(f"t{i}") for i in range(count)]
         with pytest.raises(ValueError):
             parallel(*tasks)
+
+
+def _signatures() -> list[Any]:
+    def plain(a, b=1, *, c, d=2):  # type: ignore[no-untyped-def]
+        return a
+
+    def posonly(p, /, a, *args, k, **kw):  # type: ignore[no-untyped-def]
+        return p
+
+    def star_first(*args, x, y=0):  # type: ignore[no-untyped-def]
+        return x
+
+    def kwonly_only(*, ctx, x):  # type: ignore[no-untyped-def]
+        return x
+
+    def nothing():  # type: ignore[no-untyped-def]
+        return None
+
+    def with_locals(a, b):  # type: ignore[no-untyped-def]
+        c = a + b
+        return c
+
+    def decorated(a, b):  # type: ignore[no-untyped-def]
+        return a
+
+    @functools.wraps(decorated)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        return decorated(*args, **kwargs)
+
+    return [plain, posonly, star_first, kwonly_only, nothing, with_locals, wrapper, lambda x, y: x]
+
+
+@pytest.mark.parametrize("func", _signatures())
+@pytest.mark.parametrize("inject", [False, True])
+def test_parameter_names_read_off_the_code_match_inspect(func: Any, inject: bool) -> None:
+    params = list(inspect.signature(func).parameters.values())
+    if inject and params:
+        params = params[1:]
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    assert _parameter_names.__wrapped__(func, inject) == tuple(
+        p.name for p in params if p.kind in kinds
+    )
