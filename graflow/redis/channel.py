@@ -273,6 +273,8 @@ class RedisChannel(Channel):
         self._key_start = len(keys.channel(name, "").encode())  # in the bytes of a Redis name
         self._index = keys.channel_index(name)
         self._custom_index = keys.channel_index_custom(name)
+        self._kept_key: str | None = None
+        self._kept_value: Any = None
         self._default_ms = _ttl_ms(ttl_s)
         self.ttl_s = ttl_s
         self._signer = signer if signer is not None else Signer(load_secret())
@@ -320,6 +322,8 @@ class RedisChannel(Channel):
         self._key_start = len(keys.channel(self.name, "").encode())
         self._index = keys.channel_index(self.name)
         self._custom_index = keys.channel_index_custom(self.name)
+        self._kept_key = None
+        self._kept_value = None
         self.ttl_s = state["ttl_s"]
         self._default_ms = _ttl_ms(self.ttl_s)
         self._signer = state["signer"]
@@ -330,6 +334,7 @@ class RedisChannel(Channel):
     @_translating_errors
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` with ``ttl`` (default: the channel's ``ttl_s``)."""
+        self._forget(key)
         name = keys.channel(self.name, key)
         px = self._default_ms if ttl is None else _ttl_ms(ttl)
         pipe = self._client.pipeline(transaction=True)
@@ -357,6 +362,8 @@ class RedisChannel(Channel):
         """
         if not mapping:
             return
+        if self._kept_key in mapping:
+            self._forget(None)
         pipe = self._client.pipeline(transaction=True)
         self.queue_update(pipe, mapping)
         pipe.execute()
@@ -410,9 +417,25 @@ class RedisChannel(Channel):
         pipe.rpush(name, *encoded)
         pipe.pexpire(name, px)
 
+    def remember(self, key: str | None, value: Any = None) -> None:
+        """Hold ``value`` as what Redis stores under ``key`` now (None: hold nothing).
+
+        A worker keeps the result of the task it ran last, which it has just written: a
+        successor that takes it (``b(a)`` right after ``a``) then reads it without a GET.
+        A write of that key through this channel forgets it.
+        """
+        self._kept_key = key
+        self._kept_value = value if key is not None else None
+
+    def _forget(self, key: str | None) -> None:
+        if key is None or key == self._kept_key:
+            self._kept_key = self._kept_value = None
+
     @_translating_errors
     def get(self, key: str, default: Any = None) -> Any:
         """The value under ``key`` (a list for list keys), or ``default`` when missing."""
+        if key == self._kept_key:
+            return self._kept_value
         name = keys.channel(self.name, key)
         try:
             found = bulk.get_string(self._client, name, _BYTES_MARK)
@@ -427,6 +450,7 @@ class RedisChannel(Channel):
     @_translating_errors
     def delete(self, key: str) -> bool:
         """Remove ``key``; True if it existed."""
+        self._forget(key)
         pipe = self._client.pipeline(transaction=True)
         pipe.delete(keys.channel(self.name, key))
         pipe.srem(self._index, key)
@@ -454,6 +478,7 @@ class RedisChannel(Channel):
     @_translating_errors
     def clear(self) -> None:
         """Remove every key of the run (UNLINKed in batches), then the run's index."""
+        self._forget(None)
         names = list(self._indexed())
         for start in range(0, len(names), _UNLINK_BATCH):
             self._client.unlink(*names[start : start + _UNLINK_BATCH])
@@ -496,6 +521,7 @@ class RedisChannel(Channel):
     @_translating_errors
     def _push(self, key: str, value: Any, ttl: float | None, *, at_front: bool) -> int:
         """Add ``value`` at one end of the list under ``key``, creating it when missing."""
+        self._forget(key)
         px = 0 if ttl is None else _ttl_ms(ttl)
         args = [
             self._encode(value),
@@ -516,6 +542,7 @@ class RedisChannel(Channel):
     @_translating_errors
     def atomic_add(self, key: str, amount: int | float = 1) -> int | float:
         """Add ``amount`` to the number under ``key`` (missing: 0) in Redis; return the sum."""
+        self._forget(key)
         text, is_int = _encode_amount(amount)
         try:
             raw = self._add_script(

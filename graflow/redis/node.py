@@ -300,9 +300,22 @@ class RedisWorker:
         batch: _Batch,
     ) -> None:
         """Run an entry's items in order; a conditional one only after a clean predecessor."""
+        channel = state.context.channel
+        try:
+            records, failed = self._run_in_order(entry, state, items, afters)
+        finally:
+            if isinstance(channel, RedisChannel):
+                channel.remember(None)  # successors travel in the same entry: keep nothing
+        batch.add(entry, state, failed, self._seal(records), self._take_stored(state))
+
+    def _run_in_order(
+        self, entry: QueueEntry, state: RunState, items: list[WorkItem], afters: list[int]
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """The records of the items, and how many failed (see ``_run_items``)."""
         records: list[tuple[Any, ...]] = []
         clean: set[int] = set()
         failed = 0
+        channel = state.context.channel
         for item, after in zip(items, afters, strict=True):
             if after:
                 # graflow.core.lookahead: it does not run after an unclean predecessor, nor on
@@ -320,9 +333,13 @@ class RedisWorker:
             completion.ok = record[2]
             records.append(record)
             failed += not completion.ok
-            if completion.ok and not completion.commands:
+            is_clean = completion.ok and not completion.commands
+            if is_clean:
                 clean.add(item.seq)
-        batch.add(entry, state, failed, self._seal(records), self._take_stored(state))
+            if isinstance(channel, RedisChannel):  # what a conditional successor reads first
+                key = f"{item.task_id}.__result__" if is_clean else None
+                channel.remember(key, completion.value)
+        return records, failed
 
     def _run_item(self, state: RunState, item: WorkItem) -> Completion:
         started = time.perf_counter()

@@ -26,7 +26,7 @@ from graflow.core.engine import WorkflowEngine
 from graflow.core.task import TaskWrapper
 from graflow.core.workflow import workflow
 from graflow.exceptions import BackendError, BackendUnavailable, ConfigError, PoisonMessage
-from graflow.redis import keys, signing
+from graflow.redis import bulk, keys, signing
 from graflow.redis.channel import DEFAULT_TTL_S, RedisChannel
 from graflow.redis.signing import Signer, load_secret
 from tests.conftest import RedisServer
@@ -663,3 +663,29 @@ def test_an_unreachable_redis_is_backend_unavailable(
         channel.get("k")
     with pytest.raises(BackendUnavailable):
         channel.ping()
+
+
+def test_a_kept_result_is_read_without_redis_until_this_channel_writes_it(
+    channel: RedisChannel, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    channel.set("a.__result__", [1, 2, 3])
+    value = [1, 2, 3]
+    channel.remember("a.__result__", value)
+    calls: list[Any] = []
+    monkeypatch.setattr(bulk, "get_string", lambda *args: calls.append(args))
+    assert channel.get("a.__result__") is value  # the worker's own object, no GET
+    assert calls == []
+    monkeypatch.undo()
+    for write in (
+        lambda: channel.set("a.__result__", "new"),
+        lambda: channel.update({"a.__result__": "new"}),
+        lambda: channel.delete("a.__result__"),
+        lambda: channel.append("a.__result__", "new"),
+        lambda: channel.clear(),
+    ):
+        channel.remember("a.__result__", value)
+        write()
+        assert channel.get("a.__result__") is not value
+    channel.remember("a.__result__", value)
+    channel.remember(None)
+    assert channel.get("a.__result__") is not value
