@@ -319,9 +319,32 @@ def test_redis_killed_and_restarted_with_aof_mid_run(
     marks.report_reruns()
 
 
+@contextlib.contextmanager
+def _stopped(server: RedisServer) -> Iterator[float]:
+    """Redis away for 10 s: workers and the producer back off."""
+    server.stop()
+    yield 10.0
+    server.start(*AOF)
+
+
+@contextlib.contextmanager
+def _out_of_memory(server: RedisServer) -> Iterator[float]:
+    """Every write refused for 3 s ("OOM command not allowed ..."): workers, the producer
+    and tasks writing the channel wait it out as they wait out an outage."""
+    admin = redis.Redis.from_url(server.url)
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)
+    with pytest.raises(redis.OutOfMemoryError):
+        admin.set("probe", "x")
+    yield 3.0
+    admin.config_set("maxmemory", 0)
+    admin.close()
+
+
 @pytest.mark.timeout(90)
-def test_redis_stopped_for_10_s_mid_run_then_the_run_resumes(
-    private_redis: RedisServer, tmp_path: Path
+@pytest.mark.parametrize("disruption", [_stopped, _out_of_memory], ids=["stopped", "oom"])
+def test_redis_away_or_refusing_mid_run_then_the_run_resumes(
+    private_redis: RedisServer, tmp_path: Path, disruption: Any
 ) -> None:
     count = 60
     marks = Marks(tmp_path / "marks")
@@ -331,51 +354,16 @@ def test_redis_stopped_for_10_s_mid_run_then_the_run_resumes(
     ):
         marks.wait_finished(15)
         pids = sorted(served.worker_pids())
-        private_redis.stop()
-        back_at = time.monotonic() + 10
-        while time.monotonic() < back_at:  # the outage: workers back off, none dies
-            assert sorted(served.worker_pids()) == pids, "a worker died while Redis was away"
-            time.sleep(0.2)
-        private_redis.start(*AOF)
-        done_at_restart = marks.finished_count()
-        marks.wait_finished(done_at_restart + 10)  # the workers resumed
-        marks.gate.touch()
-        result = future.result(timeout=RUN_TIMEOUT_S)
-        assert sorted(served.worker_pids()) == pids, "a worker died after Redis came back"
-
-    assert_same_run(result, reference_run(count))
-    marks.report_reruns()
-
-
-@pytest.mark.timeout(90)
-def test_redis_out_of_memory_mid_run_then_the_run_resumes(
-    private_redis: RedisServer, tmp_path: Path
-) -> None:
-    count = 60
-    marks = Marks(tmp_path / "marks")
-    admin = redis.Redis.from_url(private_redis.url)
-    with (
-        node(private_redis.url, new_queue()) as served,
-        chaos_run(served.url, served.queue, count, marks, 0.03) as future,
-    ):
-        marks.wait_finished(15)
-        pids = sorted(served.worker_pids())
-        # Every write is refused ("OOM command not allowed ..."): workers, the producer and
-        # tasks writing the channel wait it out as they wait out an outage.
-        admin.config_set("maxmemory-policy", "noeviction")
-        admin.config_set("maxmemory", 1)
-        with pytest.raises(redis.OutOfMemoryError):
-            admin.set("probe", "x")
-        refused_until = time.monotonic() + 3
-        while time.monotonic() < refused_until:
-            assert sorted(served.worker_pids()) == pids, "a worker died of Redis refusing writes"
-            time.sleep(0.2)
-        admin.config_set("maxmemory", 0)
+        with disruption(private_redis) as lasting_s:
+            until = time.monotonic() + lasting_s
+            while time.monotonic() < until:  # workers back off, none dies
+                assert sorted(served.worker_pids()) == pids, "a worker died during the disruption"
+                time.sleep(0.2)
         done_then = marks.finished_count()
         marks.wait_finished(done_then + 10)  # the workers resumed
         marks.gate.touch()
         result = future.result(timeout=RUN_TIMEOUT_S)
-        assert sorted(served.worker_pids()) == pids, "a worker died after Redis took writes again"
+        assert sorted(served.worker_pids()) == pids, "a worker died after Redis came back"
 
     assert_same_run(result, reference_run(count))
     marks.report_reruns()
