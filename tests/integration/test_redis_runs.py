@@ -645,3 +645,37 @@ def test_an_outcome_that_cannot_travel_fails_its_task_and_the_worker_lives_on(
     result = graflow.run(ok, redis=redis_node.url, queue=redis_node.queue, timeout_s=RUN_TIMEOUT_S)
     assert result.value == "fine"
     assert set(redis_node.worker_pids()) == workers
+
+
+def _sum_step(i: int, previous: int | None, crash_marker: str | None) -> int:
+    if crash_marker is not None and not os.path.exists(crash_marker):
+        Path(crash_marker).touch()
+        os._exit(1)  # the worker dies inside a chain that ran ahead
+    return (previous or 0) + i
+
+
+def _summing_chain_task(i: int, crash_marker: str | None) -> TaskWrapper:
+    """Task ``s<i>``, taking ``s<i-1>``'s result by parameter name."""
+    previous = f"s{i - 1}" if i else None
+    source = (
+        f"def step({previous or ''}):\n"
+        f"    return _sum_step({i}, {previous or 'None'}, {crash_marker!r})\n"
+    )
+    namespace: dict[str, Any] = {"_sum_step": _sum_step, "__name__": __name__}
+    exec(source, namespace)  # a fixed template, no outside input
+    return TaskWrapper(f"s{i}", namespace["step"])
+
+
+@pytest.mark.timeout(90)
+def test_a_chain_passing_results_runs_ahead_and_survives_a_killed_worker(
+    redis_node: RedisNode, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    marker = str(tmp_path / "crashed-once")
+    with workflow("passing") as wf:
+        graflow.chain(*[_summing_chain_task(i, marker if i == 3 else None) for i in range(8)])
+    result = graflow.run(wf, redis=redis_node.url, queue=redis_node.queue, timeout_s=60)
+    assert result.value == sum(range(8))
+    assert [result.results[f"s{i}"] for i in range(8)] == [sum(range(i + 1)) for i in range(8)]
+    assert result.completed == [f"s{i}" for i in range(8)]
+    assert os.path.exists(marker)
+    assert dead_letters(redis_client, redis_node.queue) == []
