@@ -280,8 +280,13 @@ class Worker:
             outcomes[item.seq] = clean
             channel = state.context.channel
             if isinstance(channel, RemoteChannel):
-                key = f"{item.task_id}.__result__"
-                channel.remember(key if clean else None, completion.value)
+                # A large value is kept only for a successor right behind it in this batch:
+                # an idle worker must not hold it, and a later reader maps it cheaply.
+                waits = n + 1 < len(raw_items) and afters is not None and afters[n + 1] == item.seq
+                keep = clean and (
+                    waits or not shm.is_shareable(completion.value, FORWARD_MIN_BYTES)
+                )
+                channel.remember(f"{item.task_id}.__result__" if keep else None, completion.value)
             completions.append(entry)
         slots[index] = 0
         self.tasks_done += len(raw_items)
