@@ -41,15 +41,14 @@ class ChannelHost:
         """Serve one request from ``worker`` (replies now, or later for a parked lock)."""
         if op in _PLAIN_OPS:
             try:
-                # A large result still in shared memory goes back by name: the worker maps it
-                # (graflow.mp.shared_value) instead of receiving a copy through the pipe.
-                fn = self._peek if op == "get" and self._peek is not None else None
-                value = fn(*args) if fn is not None else getattr(self.channel, op)(*args)
+                value = getattr(self.channel, op)(*args)
             except Exception as exc:  # noqa: BLE001 - the error belongs to the calling task
                 self._reply(worker, False, exc)
                 return
             self._reply(worker, True, value)
         elif op == "lookup":  # get, telling "missing" apart from any default the caller has
+            # A large result still in shared memory goes back by name: the worker maps it
+            # (graflow.mp.shared_value) instead of receiving a copy through the pipe.
             value = (self._peek or self.channel.get)(args[0], _ABSENT)
             self._reply(worker, True, (False, None) if value is _ABSENT else (True, value))
         elif op == "snapshot":

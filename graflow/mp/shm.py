@@ -164,15 +164,8 @@ def read_shared(
     """
     if kind not in (_BYTES, _BYTEARRAY, _NDARRAY):
         raise PoisonMessage(f"unknown shared value kind {kind!r}")
+    fd = _open_segment(name, size_bytes, framed=kind != _NDARRAY, flags=os.O_RDONLY)
     try:
-        fd = os.open(_path(name), os.O_RDONLY)
-    except FileNotFoundError as exc:
-        raise BackendError(f"shared-memory segment {name} is gone", exc) from exc
-    try:
-        framing = 0 if kind == _NDARRAY else mapped.HEADER_BYTES + 1
-        # A forged size must not make us allocate or map what the segment does not hold.
-        if os.fstat(fd).st_size != size_bytes + framing:
-            raise BackendError(f"shared-memory segment {name} is not {size_bytes} bytes")
         if kind == _NDARRAY:
             return _mapped_array(fd, size_bytes, layout, name)
         if kind == _BYTES and mapped.available():
@@ -182,6 +175,24 @@ def read_shared(
     finally:
         os.close(fd)
     return _checked(value, done, size_bytes, name)
+
+
+def _open_segment(name: str, size_bytes: int, *, framed: bool, flags: int) -> int:
+    """An open descriptor of segment ``name``, checked to hold ``size_bytes`` of data.
+
+    Raises:
+        BackendError: the segment is gone, or its size is not what its ref says (a forged
+            size must not make a reader allocate or map what the segment does not hold).
+    """
+    try:
+        fd = os.open(_path(name), flags)
+    except FileNotFoundError as exc:
+        raise BackendError(f"shared-memory segment {name} is gone", exc) from exc
+    framing = mapped.HEADER_BYTES + 1 if framed else 0
+    if os.fstat(fd).st_size != size_bytes + framing:
+        os.close(fd)
+        raise BackendError(f"shared-memory segment {name} is not {size_bytes} bytes")
+    return fd
 
 
 def _mapped_array(fd: int, size_bytes: int, layout: Any, name: str) -> Any:
@@ -416,19 +427,13 @@ def _create_segment() -> tuple[str, int]:
 
 
 def _map(ref: SegmentRef) -> memoryview:
+    fd = _open_segment(ref.name, ref.size_bytes, framed=ref.framed, flags=os.O_RDWR)
     try:
-        fd = os.open(_path(ref.name), os.O_RDWR)
-    except FileNotFoundError as exc:
-        raise BackendError(f"shared-memory segment {ref.name} is gone", exc) from exc
-    try:
-        offset = mapped.HEADER_BYTES if ref.framed else 0
-        length = offset + ref.size_bytes + (1 if ref.framed else 0)
-        # A forged size must not map what the segment does not hold.
-        if os.fstat(fd).st_size != length:
-            raise BackendError(f"shared-memory segment {ref.name} is not {ref.size_bytes} bytes")
         if ref.framed and mapped.available():
             return memoryview(mapped.map_bytes(fd, ref.size_bytes))
         # Read-write and shared: numpy arrays come back writeable, and nobody else maps it.
+        offset = mapped.HEADER_BYTES if ref.framed else 0
+        length = os.fstat(fd).st_size
         whole = memoryview(mmap.mmap(fd, length)) if length else memoryview(b"")
         return whole[offset : offset + ref.size_bytes]
     finally:

@@ -9,6 +9,7 @@ run that the in-process engine would not run, and none may be lost.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from graflow import chain, task, workflow
 from graflow.core.task import TaskWrapper
 from graflow.exceptions import TaskError, WorkerLost
 from graflow.mp.backend import ProcessBackend
+from tests.by_parameter import taking_previous
 
 Runner = Callable[..., Any]
 
@@ -127,7 +129,7 @@ def test_each_task_sees_its_predecessors_result(run_on: Runner) -> None:
     assert result.value == sum(range(n))
 
 
-def _step_by_parameter(ctx: Any, i: int, previous: Any, bonus: int) -> tuple[int, int, int]:
+def _step_by_parameter(i: int, previous: Any, *, ctx: Any, bonus: int) -> tuple[int, int, int]:
     _pid, total, _ = previous if previous is not None else (0, 0, 0)
     if i % 3 == 0:
         ctx.get_channel().set("bonus", i)  # for the successor, which starts after this ends
@@ -138,15 +140,10 @@ def _step_by_parameter(ctx: Any, i: int, previous: Any, bonus: int) -> tuple[int
 def _by_parameter(i: int) -> TaskWrapper:
     """Task ``p<i>``: takes ``p<i-1>``'s result by parameter name, and ``bonus`` from the
     channel, which every third task sets for its successor."""
+    body = functools.partial(_step_by_parameter, i)
     previous = f"p{i - 1}" if i else None
-    # Parameter names are what the engine reads: the function is written with p<i-1> in it.
-    source = (
-        f"def step(ctx, {previous + '=None, ' if previous else ''}bonus=0):\n"
-        f"    return _step_by_parameter(ctx, {i}, {previous or 'None'}, bonus)\n"
-    )
-    namespace: dict[str, Any] = {"_step_by_parameter": _step_by_parameter, "__name__": __name__}
-    exec(source, namespace)  # a fixed template, no outside input
-    return TaskWrapper(f"p{i}", namespace["step"], inject_context=True)
+    fn = taking_previous(previous, body, context=True, extra={"bonus": 0})
+    return TaskWrapper(f"p{i}", fn, inject_context=True)
 
 
 def test_successors_that_take_their_predecessors_result_run_ahead(run_on: Runner) -> None:

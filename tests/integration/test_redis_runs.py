@@ -10,6 +10,7 @@ named after the task: that is how a test tells where, and how often, a task ran.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import os
@@ -37,6 +38,7 @@ from graflow.exceptions import GraflowError, GraflowRuntimeError, PoisonMessage,
 from graflow.redis import keys
 from graflow.redis.signing import Signer, load_secret
 from tests.bad_values import LockedError, TwoArgError, Unloadable
+from tests.by_parameter import taking_previous
 from tests.conftest import RedisNode, RedisServer
 
 DEADLINE_S = 30.0
@@ -647,7 +649,7 @@ def test_an_outcome_that_cannot_travel_fails_its_task_and_the_worker_lives_on(
     assert set(redis_node.worker_pids()) == workers
 
 
-def _sum_step(i: int, previous: int | None, crash_marker: str | None) -> int:
+def _sum_step(i: int, crash_marker: str | None, previous: int | None) -> int:
     if crash_marker is not None and not os.path.exists(crash_marker):
         Path(crash_marker).touch()
         os._exit(1)  # the worker dies inside a chain that ran ahead
@@ -656,14 +658,8 @@ def _sum_step(i: int, previous: int | None, crash_marker: str | None) -> int:
 
 def _summing_chain_task(i: int, crash_marker: str | None) -> TaskWrapper:
     """Task ``s<i>``, taking ``s<i-1>``'s result by parameter name."""
-    previous = f"s{i - 1}" if i else None
-    source = (
-        f"def step({previous or ''}):\n"
-        f"    return _sum_step({i}, {previous or 'None'}, {crash_marker!r})\n"
-    )
-    namespace: dict[str, Any] = {"_sum_step": _sum_step, "__name__": __name__}
-    exec(source, namespace)  # a fixed template, no outside input
-    return TaskWrapper(f"s{i}", namespace["step"])
+    body = functools.partial(_sum_step, i, crash_marker)
+    return TaskWrapper(f"s{i}", taking_previous(f"s{i - 1}" if i else None, body))
 
 
 @pytest.mark.timeout(90)
