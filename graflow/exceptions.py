@@ -235,13 +235,22 @@ class DuplicateTaskError(GraphCompilationError):
 class UnknownTaskError(GraphCompilationError, GraflowRuntimeError, KeyError):
     """Raised when a task id (start node, goto target, ...) is not in the graph."""
 
-    def __init__(self, task_id: str, known: list[str] | None = None) -> None:
+    def __init__(
+        self, task_id: str, known: list[str] | None = None, *, edge_only: bool = False
+    ) -> None:
         known_text = ""
         if known is not None:
             shown = ", ".join(sorted(known)[:20])
             more = "" if len(known) <= 20 else f", ... ({len(known)} in all)"
-            known_text = f". Available nodes: {shown}{more}"
-        GraphCompilationError.__init__(self, f"Node '{task_id}' not found in graph{known_text}")
+            known_text = f". Available nodes: {shown or 'none'}{more}"
+        if edge_only:
+            text = (
+                f"Node '{task_id}' has no task: only an edge names it (add_edge, or '>>' on "
+                "an id); wire the task object itself into this workflow"
+            )
+        else:
+            text = f"Node '{task_id}' not found in graph"
+        GraphCompilationError.__init__(self, text + known_text)
         self.task_id = task_id
 
     def __str__(self) -> str:

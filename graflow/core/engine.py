@@ -437,7 +437,8 @@ class _Scheduler:
         try:
             return self.graph.get_node(task_id)
         except KeyError:
-            raise UnknownTaskError(task_id, list(self.nodes)) from None
+            known = [node for node, node_data in self.nodes.items() if "task" in node_data]
+            raise UnknownTaskError(task_id, known, edge_only=task_id in self.nodes) from None
 
     def _make_item(
         self, task_id: str, exe: Executable, frame: _Frame, *, prepare: bool = True

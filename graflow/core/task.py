@@ -40,14 +40,25 @@ _MISSING = object()
 
 
 def _ensure_registered(exe: Executable) -> None:
-    """Add a task created outside any workflow block to the current workflow's graph."""
+    """Add ``exe`` to the current workflow's graph if that graph lacks it.
+
+    A task defined at module level (outside any ``with workflow``) can be wired into any
+    number of workflows (#18): each workflow it meets through ``>>``/``|`` gets it as a
+    node. A node of the same id that only an edge made (no task yet) gets this task.
+    """
     if isinstance(exe, SequentialTask):
         return
-    if exe._pending_registration:
-        graph = current_workflow_context().graph
-        graph.add_node(exe, skip_if_exists=True)
-        exe._pending_registration = False
-        exe._workflow_graph = graph
+    graph = current_workflow_context().graph
+    exe._pending_registration = False
+    nodes = graph.nodes
+    node_id = exe.task_id
+    if node_id not in nodes:
+        graph.add_node(exe)
+    elif "task" not in nodes[node_id]:
+        nodes[node_id]["task"] = exe  # the view hands out the node's own data dict
+    else:
+        return
+    exe._workflow_graph = graph
 
 
 def _register_new(exe: Executable, register: bool) -> None:
