@@ -19,6 +19,7 @@ from graflow.exceptions import ConfigError, UnknownTaskError
 from graflow.mp.supervisor import Supervisor
 from graflow.redis.backend import StoredValue
 from graflow.redis.producer import run_on_redis
+from graflow.trace.base import Tracer
 
 __all__ = ["RunResult", "execute_run", "run"]
 
@@ -82,6 +83,7 @@ def execute_run(
     timeout_s: float | None = None,
     engine: WorkflowEngine | None = None,
     checkpoint: Checkpointer | str | None = None,
+    tracer: Tracer | None = None,
 ) -> RunResult:
     """Run ``target`` on ``supervisor`` (None: in this process) and collect a RunResult.
 
@@ -97,6 +99,8 @@ def execute_run(
     if checkpoint is not None and checkpoint.status == "finished":
         return _finished_result(checkpoint)
     context = _new_context(graph, start_node, max_steps, initial_channel, checkpoint)
+    if tracer is not None:
+        context.tracer = tracer
     handlers = engine.handlers if engine is not None else None
     progress = engine.on_progress if engine is not None else None
     if supervisor is None:
@@ -242,6 +246,7 @@ def run(
     checkpoint_every_s: float | None = None,
     resume: bool | None = None,
     fresh: bool = False,
+    tracer: Tracer | None = None,
 ) -> RunResult:
     """Run a workflow on a pool of ``processes`` worker processes and return its RunResult.
 
@@ -262,6 +267,8 @@ def run(
     (tasks in flight at the checkpoint run again) or, if it finished, returns its recorded
     result without running anything (``already_finished``); ``resume=False`` refuses with a
     CheckpointError. ``fresh=True`` starts over whatever it holds.
+
+    ``tracer`` (a graflow.trace.Tracer) is told about the run, its tasks and groups.
     """
     if processes is not None and processes < 0:
         raise ConfigError(f"processes must be >= 0, got {processes}")
@@ -291,6 +298,7 @@ def run(
             timeout_s=timeout_s,
             engine=engine,
             checkpointer=checkpointer,
+            tracer=tracer,
         )
         return _collect(context, value, stats)
     run_options: dict[str, Any] = {
@@ -300,6 +308,7 @@ def run(
         "timeout_s": timeout_s,
         "engine": engine,
         "checkpoint": checkpointer,
+        "tracer": tracer,
     }
     if processes == 0:
         if start_method is not None:

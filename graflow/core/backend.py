@@ -76,7 +76,29 @@ def run_item(
     exe: Executable,
     handlers: dict[str, TaskHandler],
 ) -> Completion:
-    """Run one item through its handler in this thread and describe the outcome."""
+    """Run one item through its handler in this thread and describe the outcome.
+
+    When the run is traced (the item carries a trace context and this process makes
+    attempt spans), the attempt runs inside its span.
+    """
+    spans = context.attempt_spans
+    if spans is not None and item.trace is not None:
+        token = spans.start(item)
+        completion = None
+        try:
+            completion = _run_item(context, item, exe, handlers)
+        finally:
+            spans.end(token, completion)  # None: interrupted (KeyboardInterrupt, exit)
+        return completion
+    return _run_item(context, item, exe, handlers)
+
+
+def _run_item(
+    context: ExecutionContext,
+    item: WorkItem,
+    exe: Executable,
+    handlers: dict[str, TaskHandler],
+) -> Completion:
     task_ctx = TaskExecutionContext(
         item.task_id,
         context,

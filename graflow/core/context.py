@@ -31,6 +31,9 @@ from graflow.core.task import Executable, ParallelGroup, SequentialTask, Task, T
 from graflow.exceptions import CycleLimitExceededError, GraflowRuntimeError
 from graflow.queue.base import TaskQueue, TaskSpec
 from graflow.queue.factory import QueueBackend, TaskQueueFactory
+from graflow.trace.base import Tracer
+from graflow.trace.noop import NoopTracer
+from graflow.trace.span import AttemptSpans
 
 __all__ = [
     "ExecutionContext",
@@ -231,7 +234,7 @@ class ExecutionContext:
         parent_context: ExecutionContext | None = None,
         session_id: str | None = None,
         trace_id: str | None = None,
-        tracer: Any = None,
+        tracer: Tracer | None = None,
         llm_client: Any = None,
         prompt_manager: Any = None,
         queue_backend: QueueBackend | str | None = None,
@@ -244,7 +247,10 @@ class ExecutionContext:
         self.steps = steps
         self.default_max_retries = default_max_retries
         self.parent_context = parent_context
-        self.tracer = tracer
+        # The default tracer records nothing and the scheduler skips it (noop.is_idle).
+        self.tracer: Tracer = tracer if tracer is not None else NoopTracer(False)
+        # Makes the span of each attempt run in this process (set by a tracer for the run).
+        self.attempt_spans: AttemptSpans | None = None
         self.llm_client = llm_client
         self.prompt_manager = prompt_manager
         self.channel_backend = channel_backend
@@ -288,7 +294,7 @@ class ExecutionContext:
         default_max_retries: int = 0,
         channel_backend: str = "memory",
         config: dict[str, Any] | None = None,
-        tracer: Any = None,
+        tracer: Tracer | None = None,
         llm_client: Any = None,
         prompt_manager: Any = None,
         queue_backend: QueueBackend | str | None = None,
@@ -555,6 +561,7 @@ class ExecutionContext:
         state = self.__dict__.copy()
         state["_task_stack"] = []
         state["_scheduler"] = None
+        state["attempt_spans"] = None  # bound to this process's exporter
         state["_channel_data"] = (
             self.channel.snapshot() if self.channel_backend == "memory" else None
         )
@@ -572,6 +579,7 @@ class ExecutionContext:
         channel = state.pop("_channel_obj", None)
         state.setdefault("_checkpoint_path", None)
         state.setdefault("_resume_groups", None)
+        state.setdefault("tracer", NoopTracer(False))
         state["_scheduler"] = None
         self.__dict__.update(state)
         self.channel = channel or ChannelFactory.create_channel(
@@ -634,7 +642,7 @@ class ExecutionContext:
 
 
 def create_execution_context(
-    start_node: str = "ROOT", max_steps: int = 10, tracer: Any = None, **kwargs: Any
+    start_node: str = "ROOT", max_steps: int = 10, tracer: Tracer | None = None, **kwargs: Any
 ) -> ExecutionContext:
     """A run over a new graph holding only a placeholder task ``start_node``."""
     graph = TaskGraph()

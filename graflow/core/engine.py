@@ -51,9 +51,11 @@ from graflow.exceptions import (
     UnknownTaskError,
     as_runtime_error,
 )
+from graflow.trace.noop import is_idle
 
 if TYPE_CHECKING:
     from graflow.core.context import ExecutionContext
+    from graflow.trace.base import Tracer
 
 __all__ = ["RunStats", "WorkflowEngine"]
 
@@ -231,6 +233,16 @@ class _Scheduler:
         depth = lookahead_depth(self.backend)
         self.lookahead = ChainLookahead(depth) if depth else None
         self.light_members = bool(getattr(self.backend, "light_members", False))
+        # Tracing (graflow.trace.base): None when the run is not traced, so that costs nothing.
+        tracer = context.tracer
+        self.tracer = None if is_idle(tracer) or context.parent_context is not None else tracer
+        self.task_tracer = None  # the tracer when it wants per-task hooks here, in the driver
+        self.trace_parent: str | None = None  # what work items carry to workers
+        if self.tracer is not None and not self.tracer.traces_attempts_where_they_run:
+            self.task_tracer = self.tracer
+            # Each attempt must be dispatched and completed in plain sight of the hooks; a
+            # conditional item may come back unrun.
+            self.lookahead = None
         current = get_current_workflow_context()
         self.in_block = current is not None and current.graph is self.graph
         queue = getattr(context.task_queue, "ids", None)
@@ -282,9 +294,22 @@ class _Scheduler:
             self.root.queue.appendleft(start_task_id)
         self._mark_ready(self.root)
         self.backend.start_run(self)
-        checkpointer = self.checkpointer
         self.context._scheduler = self
         self.thread_id = threading.get_ident()
+        tracer = self.tracer
+        if tracer is None:
+            return self._run_checkpointed()
+        self._trace_start(tracer)
+        try:
+            result = self._run_checkpointed()
+        except BaseException as exc:
+            self._trace_end(tracer, exc)
+            raise
+        self._trace_end(tracer, None)
+        return result
+
+    def _run_checkpointed(self) -> Any:
+        checkpointer = self.checkpointer
         try:
             if checkpointer is not None:
                 checkpointer.start(self)
@@ -316,6 +341,36 @@ class _Scheduler:
         finally:
             for backend in self.backends.values():
                 backend.end_run(self)
+
+    # -- tracing (graflow.trace) --------------------------------------------------------
+    def _workflow_name(self) -> str:
+        ctx = self.context
+        name = getattr(ctx, "workflow_name", None) or getattr(ctx.graph, "name", None)
+        return str(name) if name else f"workflow_{ctx.session_id[:8]}"
+
+    def _trace_start(self, tracer: Tracer) -> None:
+        tracer.on_workflow_start(self._workflow_name(), self.context)
+        self.trace_parent = tracer.trace_parent()
+        self.context.attempt_spans = tracer.attempt_spans()
+
+    def _trace_end(self, tracer: Tracer, error: BaseException | None) -> None:
+        self.context.attempt_spans = None
+        if error is not None:
+            tracer.on_workflow_failed(self._workflow_name(), self.context, error)
+        tracer.on_workflow_end(self._workflow_name(), self.context, result=self.last_result)
+
+    def _trace_task_end(self, tracer: Tracer, item: WorkItem, completion: Completion) -> None:
+        exe = self.nodes.get(item.task_id, {}).get("task")
+        if exe is not None:
+            tracer.on_task_end(exe, self.context, completion.value, completion.error)
+
+    def _trace_dynamic(self, tracer: Tracer, cmd: Command, parent_id: str) -> None:
+        tracer.on_dynamic_task_added(
+            cmd.task_id,
+            parent_task_id=parent_id,
+            is_iteration="_cycle_" in cmd.task_id,
+            metadata={"task_type": type(cmd.executable).__name__, "goto": cmd.goto},
+        )
 
     # -- the loop ---------------------------------------------------------------------
     def _loop(self) -> None:
@@ -450,6 +505,8 @@ class _Scheduler:
         rc = ctx.retry_controller
         if task_id not in self.configured:
             self._configure(task_id, exe)
+        if self.task_tracer is not None:
+            self.task_tracer.on_task_start(exe, ctx)
         attempt = rc.retry_counts.get(task_id, 0)
         base = task_id if "_cycle_" not in task_id else base_task_id(task_id)
         counts = cc.cycle_counts
@@ -480,6 +537,7 @@ class _Scheduler:
             kwargs,
             getattr(exe, "timeout_s", None),
             self.in_block and frame.group is None,
+            self.trace_parent,
         )
 
     def _configure(self, task_id: str, exe: Executable) -> None:
@@ -525,6 +583,8 @@ class _Scheduler:
         if entry is None:
             return  # a late duplicate (e.g. a redelivered task finished twice)
         frame, item = entry
+        if self.task_tracer is not None:
+            self._trace_task_end(self.task_tracer, item, completion)
         if frame.light:
             if completion.ok and not completion.commands:
                 self._finish_light(frame, item.task_id, completion)
@@ -605,6 +665,8 @@ class _Scheduler:
         terminate = False
         for cmd in commands:
             if cmd.kind is CommandKind.NEXT_TASK:
+                if self.tracer is not None:
+                    self._trace_dynamic(self.tracer, cmd, task_id)
                 self._add_dynamic(cmd)
                 frame.queue.append(cmd.task_id)
                 goto = goto or cmd.goto
@@ -726,6 +788,8 @@ class _Scheduler:
     # -- parallel groups --------------------------------------------------------------
     def _start_group(self, parent: _Frame, group: ParallelGroup) -> None:
         run = _GroupRun(group, parent)
+        if self.tracer is not None:
+            self.tracer.on_parallel_group_start(group.task_id, run.member_ids, self.context)
         if not run.member_ids:
             self._finish_group(run)
             return
@@ -795,6 +859,8 @@ class _Scheduler:
         group = run.exe
         parent = run.parent
         parent.busy = False
+        if self.tracer is not None:
+            self.tracer.on_parallel_group_end(group.task_id, run.member_ids, self.context)
         policy = resolve_group_policy(group.policy)
         if type(policy) is StrictGroupPolicy and not run.failures and not run.pending:
             pass  # every member succeeded: nothing for the default policy to decide

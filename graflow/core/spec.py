@@ -67,6 +67,7 @@ class WorkItem:
     kwargs: dict[str, Any] | None = None
     timeout_s: float | None = None
     in_block: bool = False  # run as if inside the driver's `with workflow(...)` block
+    trace: str | None = None  # the run's W3C traceparent when traced (graflow.trace.span)
 
     def as_tuple(self) -> tuple[Any, ...]:
         """The wire form: the fields in order (``WorkItem(*t)`` rebuilds it)."""
@@ -80,6 +81,7 @@ class WorkItem:
             self.kwargs,
             self.timeout_s,
             self.in_block,
+            self.trace,
         )
 
 

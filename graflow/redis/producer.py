@@ -15,6 +15,7 @@ from graflow.redis import keys
 from graflow.redis.backend import RedisBackend, StoredValue
 from graflow.redis.connect import connect
 from graflow.redis.signing import Signer, load_secret
+from graflow.trace.base import Tracer
 
 __all__ = ["connect", "run_on_redis"]
 
@@ -36,6 +37,7 @@ def run_on_redis(
     engine: WorkflowEngine | None = None,
     grace_s: float = 30.0,
     checkpointer: Checkpointer | None = None,
+    tracer: Tracer | None = None,
 ) -> tuple[ExecutionContext, Any, RunStats]:
     """Schedule a run here and execute its tasks on the nodes serving ``queue``.
 
@@ -51,6 +53,7 @@ def run_on_redis(
         channel_backend="redis",
         config={"redis_client": client, "signer": signer},
         session_id=checkpointer.run_id if checkpointer is not None else None,
+        tracer=tracer,
     )
     if checkpointer is not None and checkpointer.saved is not None:
         checkpointer.restore(context)

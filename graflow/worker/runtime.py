@@ -21,6 +21,8 @@ from graflow.core.retry import RetryController
 from graflow.core.spec import Completion, WorkItem
 from graflow.core.workflow import WorkflowContext, set_current_workflow_context
 from graflow.exceptions import BackendUnavailable, TaskError
+from graflow.trace.noop import NoopTracer
+from graflow.trace.span import AttemptSpans
 
 __all__ = ["RunState", "WorkerContext", "portable_error"]
 
@@ -33,7 +35,12 @@ class WorkerContext(ExecutionContext):
     """
 
     def __init__(
-        self, run_id: str, graph: TaskGraph, channel: Channel, store_results: bool = False
+        self,
+        run_id: str,
+        graph: TaskGraph,
+        channel: Channel,
+        store_results: bool = False,
+        attempt_spans: AttemptSpans | None = None,
     ) -> None:
         # Deliberately not ExecutionContext.__init__: the run state lives with the scheduler,
         # this object only carries what task bodies and handlers read.
@@ -45,7 +52,8 @@ class WorkerContext(ExecutionContext):
         self.max_steps = 0
         self.steps = 0
         self.parent_context = None
-        self.tracer = None
+        self.tracer = NoopTracer(False)
+        self.attempt_spans = attempt_spans
         self.llm_client = None
         self.prompt_manager = None
         self.channel_backend = "remote"
@@ -90,9 +98,10 @@ class RunState:
         handlers: dict[str, TaskHandler],
         channel: Channel,
         store_results: bool = False,
+        attempt_spans: AttemptSpans | None = None,
     ) -> None:
         self.run_id = run_id
-        self.context = WorkerContext(run_id, graph, channel, store_results)
+        self.context = WorkerContext(run_id, graph, channel, store_results, attempt_spans)
         self.handlers = handlers
         # Stands in for the driver's `with workflow(...)` block when an item asks for it, so
         # tasks built inside a task register into the run's graph as they would there.

@@ -24,6 +24,7 @@ from graflow.core.retry import RetryController
 from graflow.core.task import Task, TaskWrapper
 from graflow.exceptions import ConfigError, GraflowRuntimeError
 from graflow.queue.local import LocalTaskQueue
+from graflow.trace.noop import NoopTracer, is_idle
 
 
 def two_root_graph(log: list[str]) -> TaskGraph:
@@ -96,7 +97,7 @@ def test_attributes_of_a_fresh_context() -> None:
     assert ctx.parent_context is None
     assert ctx.graph_hash is None
     assert ctx.config == {}
-    assert ctx.tracer is None
+    assert isinstance(ctx.tracer, NoopTracer) and is_idle(ctx.tracer)  # records nothing
     assert ctx.checkpoint_metadata == {}
     assert ctx.last_checkpoint_path is None
     assert ctx.checkpoint_requested is False
