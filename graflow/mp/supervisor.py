@@ -113,6 +113,7 @@ class Supervisor:
             max_tasks=self._max_tasks,
             max_rss_bytes=self._max_rss,
             inherited_fds=self._parent_fds(parent) if self.start_method == "fork" else (),
+            parent_pid=os.getpid(),
         )
         proc = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,

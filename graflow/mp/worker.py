@@ -34,7 +34,7 @@ from graflow.core.spec import Completion, WorkItem
 from graflow.core.task import Executable
 from graflow.core.workflow import clear_workflow_context
 from graflow.exceptions import TaskError
-from graflow.mp import mapped, pipe, shm
+from graflow.mp import lifeline, mapped, pipe, shm
 from graflow.mp.pipe import Msg
 from graflow.mp.shared_value import FORWARD_MIN_BYTES
 from graflow.worker.runtime import RunState
@@ -62,6 +62,8 @@ class WorkerSettings:
     max_rss_bytes: int | None = None
     inherited_fds: tuple[int, ...] = ()
     """The supervisor's ends of the pipes, which a forked worker must close (see worker_main)."""
+    parent_pid: int = 0
+    """The supervisor's pid: the worker exits when that process is gone (mp/lifeline.py)."""
 
 
 class _Link:
@@ -348,6 +350,8 @@ def worker_main(conn: Connection, slots: Any, settings: WorkerSettings) -> None:
     # interrupt means (drain, then stop), so workers ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if settings.parent_pid:
+        lifeline.die_with_parent(settings.parent_pid)
     # A forked worker starts in the forking thread's context: forget any workflow block
     # the driver was in (items that need one say so and get the run's own).
     clear_workflow_context()
