@@ -10,7 +10,14 @@ from urllib.parse import quote, unquote, urlsplit
 
 from graflow.exceptions import ConfigError
 
-__all__ = ["REDIS_URL_SCHEMES", "RedisTLS", "Settings", "redact_url", "url_password_forms"]
+__all__ = [
+    "REDIS_URL_SCHEMES",
+    "RedisTLS",
+    "Settings",
+    "redact_url",
+    "signing_secret",
+    "url_password_forms",
+]
 
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
 """What a Redis URL may start with: one server, over TLS, a socket, or a Redis Cluster."""
@@ -152,3 +159,18 @@ class Settings:
             f"worker_id={self.worker_id!r}, mode={self.mode!r}, "
             f"secret={'***' if self.secret else None})"
         )
+
+
+def signing_secret(
+    secret: str | bytes | None, secret_file: str | None, env: Settings | None = None
+) -> tuple[str | bytes | None, str | None]:
+    """The signing secret of a public entry point: what its caller gave, else the environment.
+
+    An explicit ``secret`` or ``secret_file`` wins (both of the caller's, none of the env's);
+    otherwise GRAFLOW_SECRET, then GRAFLOW_SECRET_FILE, as ``Settings.from_env`` reads them
+    (``env``: settings already read). None and None: the per-user default secret file.
+    """
+    if secret is not None or secret_file is not None:
+        return secret, secret_file
+    settings = env if env is not None else Settings.from_env()
+    return settings.secret, settings.secret_file

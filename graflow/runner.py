@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from graflow.channels.base import Channel
-from graflow.config import RedisTLS
+from graflow.config import RedisTLS, signing_secret
 from graflow.core.checkpoint import Checkpointer
 from graflow.core.context import ExecutionContext
 from graflow.core.engine import RunStats, WorkflowEngine
 from graflow.core.graph import TaskGraph
+from graflow.core.steps import DEFAULT_MAX_STEPS, check_max_steps, limit_steps
 from graflow.core.task import Executable, ParallelGroup, SequentialTask
 from graflow.core.workflow import WorkflowContext
-from graflow.exceptions import ConfigError, UnknownTaskError
+from graflow.exceptions import ConfigError, MaxStepsExceeded, UnknownTaskError
 from graflow.mp.supervisor import Supervisor
 from graflow.redis.backend import StoredValue
 from graflow.redis.producer import run_on_redis
 from graflow.trace.base import Tracer
 
-__all__ = ["RunResult", "execute_run", "run"]
+__all__ = ["DEFAULT_MAX_STEPS", "RunResult", "execute_run", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ def execute_run(
     *,
     supervisor: Supervisor | None,
     start: str | None = None,
-    max_steps: int = 10_000,
+    max_steps: int | None = None,
     initial_channel: dict[str, Any] | None = None,
     timeout_s: float | None = None,
     engine: WorkflowEngine | None = None,
@@ -91,8 +94,7 @@ def execute_run(
     saved there, or resumed from it (see ``graflow.run``).
     """
     graph, start_node = resolve_target(target, start)
-    if max_steps < 1:
-        raise ConfigError(f"max_steps must be >= 1, got {max_steps}")
+    check_max_steps(max_steps)
     if timeout_s is not None and timeout_s <= 0:
         raise ConfigError(f"timeout_s must be > 0, got {timeout_s}")
     checkpoint = _bound(checkpoint, graph, start_node, _name_of(target))
@@ -110,28 +112,42 @@ def execute_run(
         if handlers:
             run_engine.handlers.update(handlers)
         run_engine.on_progress = progress
-        value, stats = run_engine.run(context, checkpointer=checkpoint)
+        with _partial_result():
+            value, stats = run_engine.run(context, checkpointer=checkpoint)
     else:
         backend = supervisor.backend(timeout_s)
         run_engine = WorkflowEngine(backend)
         if handlers:
             run_engine.handlers.update(handlers)
         run_engine.on_progress = progress
-        with supervisor.signals_drain(backend):
+        with supervisor.signals_drain(backend), _partial_result():
             value, stats = run_engine.run(context, checkpointer=checkpoint)
     return _collect(context, value, stats)
+
+
+@contextlib.contextmanager
+def _partial_result() -> Iterator[None]:
+    """A MaxStepsExceeded leaving the run carries the RunResult of what completed."""
+    try:
+        yield
+    except MaxStepsExceeded as exc:
+        stats = exc.stats if isinstance(exc.stats, RunStats) else RunStats()
+        if isinstance(exc.context, ExecutionContext):
+            exc.result = _collect(exc.context, None, stats)
+        raise
 
 
 def _new_context(
     graph: TaskGraph,
     start_node: str,
-    max_steps: int,
+    max_steps: int | None,
     initial_channel: dict[str, Any] | None,
     checkpoint: Checkpointer | None,
 ) -> ExecutionContext:
     """A new run's context, or the context of the run saved in ``checkpoint``."""
     run_id = checkpoint.run_id if checkpoint is not None else None
-    context = ExecutionContext.create(graph, start_node, max_steps=max_steps, session_id=run_id)
+    context = ExecutionContext.create(graph, start_node, session_id=run_id)
+    limit_steps(context, max_steps)
     if checkpoint is not None and checkpoint.saved is not None:
         checkpoint.restore(context)
     elif initial_channel:
@@ -232,7 +248,7 @@ def run(
     *,
     start: str | None = None,
     processes: int | None = None,
-    max_steps: int = 10_000,
+    max_steps: int | None = None,
     initial_channel: dict[str, Any] | None = None,
     timeout_s: float | None = None,
     start_method: str | None = None,
@@ -272,6 +288,9 @@ def run(
     """
     if processes is not None and processes < 0:
         raise ConfigError(f"processes must be >= 0, got {processes}")
+    if redis is not None or checkpoint is not None:
+        # GRAFLOW_SECRET / GRAFLOW_SECRET_FILE, which every node and producer reads (#14).
+        secret, secret_file = signing_secret(secret, secret_file)
     options = {"secret": secret, "secret_file": secret_file, "redis_tls": redis_tls}
     checkpointer = _open_checkpoint(
         target, start, checkpoint, checkpoint_every_s, resume, fresh, options
@@ -285,21 +304,23 @@ def run(
                 "nodes serving the queue ('graflow supervisor --redis URL --processes N')"
             )
         graph, start_node = resolve_target(target, start)
-        context, value, stats = run_on_redis(
-            graph,
-            start_node,
-            url=redis,
-            tls=redis_tls,
-            queue=queue,
-            secret=secret,
-            secret_file=secret_file,
-            max_steps=max_steps,
-            initial_channel=initial_channel,
-            timeout_s=timeout_s,
-            engine=engine,
-            checkpointer=checkpointer,
-            tracer=tracer,
-        )
+        check_max_steps(max_steps)
+        with _partial_result():
+            context, value, stats = run_on_redis(
+                graph,
+                start_node,
+                url=redis,
+                tls=redis_tls,
+                queue=queue,
+                secret=secret,
+                secret_file=secret_file,
+                max_steps=max_steps,
+                initial_channel=initial_channel,
+                timeout_s=timeout_s,
+                engine=engine,
+                checkpointer=checkpointer,
+                tracer=tracer,
+            )
         return _collect(context, value, stats)
     run_options: dict[str, Any] = {
         "start": start,

@@ -176,7 +176,9 @@ class RedisNode:
         processes: int = 2,
         lease_s: float = 1.0,
         extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
+        self.env = env
         self.url = url
         self.queue = queue
         self.processes = processes
@@ -200,7 +202,11 @@ class RedisNode:
             *self.extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=self.log, start_new_session=True
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            start_new_session=True,
+            env=self.env,
         )
         deadline = time.monotonic() + _START_DEADLINE_S
         while len(self.worker_pids()) < self.processes:

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from graflow.config import Settings
+from graflow.config import Settings, signing_secret
 from graflow.exceptions import ConfigError
 from graflow.ops import EXIT_FAILED, EXIT_OK
 from graflow.ops.console import Console
@@ -78,7 +78,7 @@ def _show(client: Any, queue: str, args: argparse.Namespace, env: Settings, out:
     items: Any = None
     if letter.blob is not None:
         try:
-            signer = Signer(load_secret(env.secret, args.secret_file or env.secret_file))
+            signer = Signer(load_secret(*signing_secret(None, args.secret_file, env)))
             items = dlq.describe_blob(letter.blob, signer)
         except ConfigError as exc:
             items = f"not readable: {exc}"

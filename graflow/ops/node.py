@@ -30,7 +30,7 @@ def _node_settings(args: argparse.Namespace, env: Settings) -> Settings:
         queue=args.queue or env.queue,
         processes=args.processes or env.processes or 1,
         worker_id=args.node_id or env.worker_id,
-        secret=env.secret,
+        secret=None if args.secret_file else env.secret,  # --secret-file wins over the env
         secret_file=args.secret_file or env.secret_file,
         lease_s=args.lease_s,
         max_deliveries=args.max_deliveries,

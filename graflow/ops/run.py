@@ -141,7 +141,7 @@ def _execute(
         redis=redis_url,
         redis_tls=redis_tls_of(args, env),
         queue=args.queue or env.queue,
-        secret=env.secret,
+        secret=None if args.secret_file else env.secret,  # --secret-file wins over the env
         secret_file=args.secret_file or env.secret_file,
         engine=engine,
         checkpoint=args.checkpoint,
