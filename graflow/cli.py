@@ -206,7 +206,13 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="initial channel value (JSON or plain text); repeatable",
     )
-    run.add_argument("--max-steps", metavar="N", type=_at_least(1, int), default=10_000)
+    run.add_argument(
+        "--max-steps",
+        metavar="N",
+        type=_at_least(1, int),
+        help="fail the run (exit 1) if it takes N steps with tasks still queued (default: "
+        "10,000 plus one per task of the workflow)",
+    )
     run.add_argument("--timeout-s", metavar="S", type=_above_zero, help="fail the run after S s")
     run.add_argument(
         "--lock",

@@ -16,6 +16,7 @@ __all__ = [
     "ConfigError",
     "CorruptCheckpoint",
     "CycleLimitExceededError",
+    "DeadLettered",
     "DuplicateTaskError",
     "ForeignCheckpoint",
     "GraflowError",
@@ -24,6 +25,7 @@ __all__ = [
     "GraphCompilationError",
     "GraphError",
     "LockHeld",
+    "MaxStepsExceeded",
     "ParallelGroupError",
     "PoisonMessage",
     "RedisAccessError",
@@ -31,8 +33,11 @@ __all__ = [
     "RedisPermissionError",
     "RedisTLSError",
     "RejectedBlob",
+    "ResultTooLarge",
     "RetryLimitExceededError",
+    "RunCanceled",
     "RunInterrupted",
+    "RunLost",
     "TaskError",
     "TaskTimeoutError",
     "TruncatedCheckpoint",
@@ -40,6 +45,7 @@ __all__ = [
     "UnknownTaskError",
     "WorkerLost",
     "WorkflowTimeoutError",
+    "WriteRefused",
     "as_runtime_error",
 ]
 
@@ -152,6 +158,47 @@ class WorkerLost(TaskError):
         self.deliveries = deliveries
 
 
+class DeadLettered(TaskError):
+    """Raised when a node parked a run's work item in the dead-letter stream instead of running it.
+
+    ``reason`` is the node's short token (``signature``, ``unsigned``, ``version``,
+    ``format``, ``deliveries``, ...); the message says what to do about it.
+    """
+
+    def __init__(self, task_id: str, reason: str, detail: str, hint: str) -> None:
+        super().__init__(task_id, f"dead-lettered by a node ({reason}): {detail}; {hint}")
+        self.reason = reason
+        self.detail = detail
+
+
+class WriteRefused(TaskError):
+    """Raised when Redis refused for good to store a task's result (out of memory, ...)."""
+
+    def __init__(self, task_id: str, detail: str) -> None:
+        super().__init__(
+            task_id,
+            f"Redis refused to store its result: {detail}. The task is not run again for "
+            "this; free memory on the Redis server (maxmemory, eviction policy) and rerun",
+        )
+        self.detail = detail
+
+
+class ResultTooLarge(WriteRefused):
+    """Raised when a task's result is larger than the biggest value Redis accepts."""
+
+    def __init__(self, task_id: str, size_bytes: int, limit_bytes: int) -> None:
+        TaskError.__init__(
+            self,
+            task_id,
+            f"its result is {size_bytes} bytes, over the {limit_bytes} bytes Redis accepts "
+            "in one value (proto-max-bulk-len); return a smaller value, or write the data "
+            "elsewhere (a file, object storage) and return its location",
+        )
+        self.detail = "result too large"
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
+
+
 class TaskTimeoutError(TaskError):
     """Raised when a task ran past its ``timeout_s`` and its worker was killed."""
 
@@ -194,6 +241,39 @@ class ParallelGroupError(GraflowRuntimeError):
         self.successful_tasks = successful_tasks
 
 
+class MaxStepsExceeded(GraflowRuntimeError):
+    """Raised when a run reached its ``max_steps`` with tasks still queued.
+
+    ``result`` is the RunResult of what did complete (set by ``graflow.run``).
+    """
+
+    def __init__(self, run_id: str, max_steps: int, pending: int) -> None:
+        super().__init__(
+            f"run {run_id} reached max_steps={max_steps} with {pending} task(s) still queued: "
+            "a loop without an exit? End it with terminate_workflow or max_cycles, or raise "
+            "max_steps (--max-steps)"
+        )
+        self.run_id = run_id
+        self.max_steps = max_steps
+        self.pending = pending
+        self.result: object = None
+        self.stats: object = None
+        self.context: object = None
+
+
+class RunLost(GraflowRuntimeError):
+    """Raised when Redis no longer holds a run it was serving (restart without persistence,
+    FLUSHALL, a failover that lost writes): the run cannot finish."""
+
+    def __init__(self, run_id: str, detail: str) -> None:
+        super().__init__(
+            f"Redis lost run {run_id}: {detail}. Redis restarted without persistence, was "
+            "flushed, or failed over without these writes; rerun the workflow (and turn on "
+            "appendonly on the Redis server to survive restarts)"
+        )
+        self.run_id = run_id
+
+
 class GraflowWorkflowCanceledError(GraflowRuntimeError):
     """Raised when a task called ``cancel_workflow``."""
 
@@ -206,6 +286,14 @@ class GraflowWorkflowCanceledError(GraflowRuntimeError):
         super().__init__(text)
         self.task_id = task_id
         self.reason = message
+
+
+class RunCanceled(GraflowWorkflowCanceledError):
+    """Raised in a run's producer when someone stopped the run (``graflow cancel RUN_ID``)."""
+
+    def __init__(self, run_id: str, by: str) -> None:
+        super().__init__(f"run {run_id} was canceled ({by})")
+        self.run_id = run_id
 
 
 class LockHeld(GraflowError):

@@ -271,6 +271,11 @@ class ExecutionContext:
         # Parallel groups that were in progress when the checkpoint this run resumes was taken.
         self._resume_groups: dict[str, Any] | None = None
         self.max_steps_reached = False
+        self.max_steps_pending = 0  # tasks still queued when the run stopped at max_steps
+        # graflow.run's default limit grows with each task added at run time, and reaching
+        # a limit with work left fails the run there (#14); wf.execute stops quietly.
+        self.max_steps_grows = False
+        self.max_steps_fails = False
         self._goto_called = False
         self._terminate_called = False
         self._cancel_called = False

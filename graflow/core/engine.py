@@ -45,6 +45,7 @@ from graflow.exceptions import (
     ConfigError,
     GraflowRuntimeError,
     GraflowWorkflowCanceledError,
+    MaxStepsExceeded,
     ParallelGroupError,
     RetryLimitExceededError,
     UnknownHandlerError,
@@ -213,8 +214,13 @@ class _Scheduler:
         self.timers: list[tuple[float, int, _Frame, str]] = []
         self.last_result: Any = None
         self.stopped = False
+        # Groups whose last branch ended, finished one after another rather than from inside
+        # each other: a group nested N deep would otherwise recurse 4N frames deep (#14).
+        self.ended_groups: deque[_GroupRun] = deque()
+        self.finishing_groups = False
         # Executables added at run time, in order (remote backends ship them to workers).
         self.dynamic_nodes: list[Executable] = []
+        self.dynamic_counted = 0  # of dynamic_nodes, those a growing max_steps counted
         self.configured: set[str] = set()  # tasks whose own cycle/retry settings are applied
         self.on_progress = engine.on_progress
         self.next_progress = 0.0
@@ -314,6 +320,7 @@ class _Scheduler:
             if checkpointer is not None:
                 checkpointer.start(self)
             self._loop()
+            self._check_step_limit()
             if checkpointer is not None:
                 checkpointer.finish(self)
         except Exception as exc:
@@ -563,17 +570,35 @@ class _Scheduler:
             raise UnknownHandlerError(exe.handler_type, list(self.engine._handlers))
         return handler
 
+    def _check_step_limit(self) -> None:
+        """Say that the run stopped at max_steps; raise MaxStepsExceeded if work was left and
+        the caller asked for that (``graflow.run``; ``wf.execute`` stops quietly, as upstream)."""
+        ctx = self.context
+        if not ctx.max_steps_reached:
+            return
+        if ctx.max_steps_fails and ctx.max_steps_pending:
+            error = MaxStepsExceeded(ctx.session_id, ctx.max_steps, ctx.max_steps_pending)
+            error.stats = self.stats
+            error.context = ctx
+            raise error
+        logger.warning(
+            "run %s stopped at max_steps=%d with %d task(s) still queued "
+            "(a loop without an exit? raise max_steps or end it with terminate_workflow)",
+            ctx.session_id,
+            ctx.max_steps,
+            ctx.max_steps_pending,
+        )
+
     def _hit_step_limit(self) -> None:
-        if not self.context.max_steps_reached:
-            self.context.max_steps_reached = True
-            pending = sum(len(f.queue) for f in self.ready) + len(self.root.queue)
-            logger.warning(
-                "run %s stopped at max_steps=%d with %d task(s) still queued "
-                "(a loop without an exit? raise max_steps or end it with terminate_workflow)",
-                self.context.session_id,
-                self.context.max_steps,
-                pending,
-            )
+        # Each hit drops the ready frames: count what they held, once per frame (the root
+        # frame may be among them). A first hit may find only a chain's adopted successor.
+        frames = {id(frame): frame for frame in (*self.ready, self.root)}
+        pending = sum(len(frame.queue) for frame in frames.values())
+        ctx = self.context
+        ctx.max_steps_reached = True
+        ctx.max_steps_pending = max(ctx.max_steps_pending, pending)
+        for frame in self.ready:
+            frame.waiting = False  # a later completion may queue work in it again: counted
         self.ready.clear()
         self.stopped = not self.inflight
 
@@ -694,6 +719,7 @@ class _Scheduler:
                     self.dynamic_nodes.append(item)
             for left, right in itertools.pairwise(items):
                 graph.add_edge(left.task_id, right.task_id)
+            self._grow_step_limit()
             return
         if cmd.task_id not in self.nodes:
             graph.add_node(exe, cmd.task_id)
@@ -703,6 +729,15 @@ class _Scheduler:
                 if member.task_id not in self.nodes:
                     graph.add_node(member)
                     self.dynamic_nodes.append(member)
+        self._grow_step_limit()
+
+    def _grow_step_limit(self) -> None:
+        """A default max_steps scales with the graph: each task added at run time adds one."""
+        ctx = self.context
+        if ctx.max_steps_grows:
+            added = len(self.dynamic_nodes) - self.dynamic_counted
+            ctx.max_steps += added
+            self.dynamic_counted += added
 
     def _finish(
         self, frame: _Frame, task_id: str, value: Any, goto: bool, terminate: bool = False
@@ -853,7 +888,20 @@ class _Scheduler:
             run.failures += 1
         run.pending -= 1
         if run.pending == 0:
-            self._finish_group(run)
+            self._finish_groups_from(run)
+
+    def _finish_groups_from(self, run: _GroupRun) -> None:
+        """Finish ``run``, then each enclosing group that its finishing completes, in a loop."""
+        self.ended_groups.append(run)
+        if self.finishing_groups:
+            return  # the loop below, further up the stack, takes it
+        self.finishing_groups = True
+        try:
+            while self.ended_groups:
+                self._finish_group(self.ended_groups.popleft())
+        finally:
+            self.finishing_groups = False
+            self.ended_groups.clear()
 
     def _finish_group(self, run: _GroupRun) -> None:
         group = run.exe

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ def _load_module(spec: str, path_part: str) -> Any:
             return importlib.import_module(path_part)
         except ImportError as exc:
             raise ConfigError(f"TARGET {spec!r}: cannot import {path_part!r}: {exc}") from exc
+        except Exception as exc:
+            raise _import_failure(spec, path_part, exc) from exc
     path = Path(path_part)
     if not path.is_file():
         raise ConfigError(f"TARGET {spec!r}: no such file {path_part!r}")
@@ -32,8 +35,25 @@ def _load_module(spec: str, path_part: str) -> Any:
     sys.path.insert(0, str(path.resolve().parent))
     # Workers cannot import a module loaded from a path: its tasks travel by value.
     codec.register_by_value(module_spec.name)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_spec.name, None)
+        raise _import_failure(spec, path_part, exc) from exc
     return module
+
+
+def _import_failure(spec: str, path_part: str, exc: Exception) -> ConfigError:
+    """One line saying why ``path_part`` did not load: the file, the line and the error."""
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename}, line {exc.lineno}" if exc.filename else path_part
+        return ConfigError(f"TARGET {spec!r}: syntax error in {where}: {exc.msg}")
+    frames = traceback.extract_tb(exc.__traceback__)
+    last = frames[-1] if frames else None
+    where = f" ({last.filename}, line {last.lineno})" if last is not None else ""
+    return ConfigError(
+        f"TARGET {spec!r}: loading {path_part!r} raised {type(exc).__name__}: {exc}{where}"
+    )
 
 
 def load_target(spec: str) -> Any:

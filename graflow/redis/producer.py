@@ -11,6 +11,7 @@ from graflow.core.context import ExecutionContext
 from graflow.core.engine import RunStats, WorkflowEngine
 from graflow.core.graph import TaskGraph
 from graflow.core.interrupt import drain_on_signals
+from graflow.core.steps import limit_steps
 from graflow.redis import keys
 from graflow.redis.backend import RedisBackend, StoredValue
 from graflow.redis.connect import connect
@@ -31,7 +32,7 @@ def run_on_redis(
     queue: str = "default",
     secret: str | bytes | None = None,
     secret_file: str | None = None,
-    max_steps: int = 10_000,
+    max_steps: int | None = None,
     initial_channel: dict[str, Any] | None = None,
     timeout_s: float | None = None,
     engine: WorkflowEngine | None = None,
@@ -49,12 +50,12 @@ def run_on_redis(
     context = ExecutionContext.create(
         graph,
         start_node,
-        max_steps=max_steps,
         channel_backend="redis",
         config={"redis_client": client, "signer": signer},
         session_id=checkpointer.run_id if checkpointer is not None else None,
         tracer=tracer,
     )
+    limit_steps(context, max_steps)
     if checkpointer is not None and checkpointer.saved is not None:
         checkpointer.restore(context)
     elif initial_channel:

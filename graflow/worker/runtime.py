@@ -8,10 +8,10 @@ the channel directly.
 
 from __future__ import annotations
 
-import pickle
 from typing import Any
 
 from graflow.channels.base import Channel
+from graflow.core import codec
 from graflow.core.backend import run_item
 from graflow.core.context import ExecutionContext
 from graflow.core.cycle import CycleController
@@ -155,7 +155,9 @@ def portable_error(task_id: str, completion: Completion) -> BaseException:
     """The completion's exception if it survives a pickle round trip, else a TaskError."""
     error = completion.error
     try:
-        pickle.loads(pickle.dumps(error, protocol=5))
+        # codec, not plain pickle: an exception class defined in __main__ (or in a flows file
+        # loaded by path) travels by value as the task did, and keeps its type (#14).
+        codec.loads(codec.dumps(error))
         return error  # type: ignore[return-value]
     except Exception as exc:  # noqa: BLE001 - any failure means: send a description instead
         outage = _outage_in(error)

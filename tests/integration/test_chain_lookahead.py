@@ -21,7 +21,7 @@ import pytest
 import graflow
 from graflow import chain, task, workflow
 from graflow.core.task import TaskWrapper
-from graflow.exceptions import TaskError, WorkerLost
+from graflow.exceptions import MaxStepsExceeded, TaskError, WorkerLost
 from graflow.mp.backend import ProcessBackend
 from tests.by_parameter import taking_previous
 
@@ -194,7 +194,9 @@ def test_the_step_limit_is_exact(run_on: Runner) -> None:
     ids = [f"t{i}" for i in range(100)]
     with workflow("steps") as wf:
         chain(*[_counted(i) for i in ids])
-    result = run_on(wf, start="t0", max_steps=13)
+    with pytest.raises(MaxStepsExceeded) as info:
+        run_on(wf, start="t0", max_steps=13)
+    result = info.value.result
     assert result.max_steps_reached
     assert result.channel["order"] == ids[:13]
 
@@ -205,7 +207,9 @@ def test_a_static_loop_runs_its_cycles_on_the_pool_as_in_process(run_on: Runner)
         b = _counted("b")
         c = _counted("c")
         a >> b >> c >> a
-    result = run_on(wf, start="a", max_steps=20)
+    with pytest.raises(MaxStepsExceeded) as info:
+        run_on(wf, start="a", max_steps=20)
+    result = info.value.result
     assert result.max_steps_reached
     assert result.channel["order"] == (["a", "b", "c"] * 7)[:20]
 

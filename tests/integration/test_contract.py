@@ -23,6 +23,7 @@ from graflow.exceptions import (
     CycleLimitExceededError,
     GraflowRuntimeError,
     GraflowWorkflowCanceledError,
+    MaxStepsExceeded,
     ParallelGroupError,
     RetryLimitExceededError,
 )
@@ -337,9 +338,11 @@ def test_max_steps_stops_a_static_loop(run_on: Runner) -> None:
 
         ping >> pong >> ping
 
-    result = run_on(wf, start="ping", max_steps=10)
-    assert result.max_steps_reached
-    assert result.channel["pings"] == 5
+    with pytest.raises(MaxStepsExceeded) as info:
+        run_on(wf, start="ping", max_steps=10)
+    assert info.value.max_steps == 10
+    assert info.value.result.max_steps_reached
+    assert info.value.result.channel["pings"] == 5
 
 
 def test_workers_are_separate_processes(run_on: Runner) -> None:

@@ -16,7 +16,7 @@ import pytest
 import graflow
 from graflow import parallel, task, workflow
 from graflow.core.task import TaskWrapper
-from graflow.exceptions import ParallelGroupError
+from graflow.exceptions import MaxStepsExceeded, ParallelGroupError
 
 Runner = Callable[..., Any]
 
@@ -124,7 +124,10 @@ def test_a_failed_member_fails_a_strict_group(run_on: Runner) -> None:
 
 def test_the_step_limit_holds_inside_a_wide_group(run_on: Runner) -> None:
     wf = _wide(100)
-    result = run_on(wf, start="wide", max_steps=40)
-    reference = in_process(wf, start="wide", max_steps=40)
-    assert result.max_steps_reached == reference.max_steps_reached
+    with pytest.raises(MaxStepsExceeded) as info:
+        run_on(wf, start="wide", max_steps=40)
+    with pytest.raises(MaxStepsExceeded) as in_process_info:
+        in_process(wf, start="wide", max_steps=40)
+    result, reference = info.value.result, in_process_info.value.result
+    assert result.max_steps_reached and reference.max_steps_reached
     assert sum(_counts(result).values()) == sum(_counts(reference).values())
