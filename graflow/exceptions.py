@@ -42,6 +42,7 @@ __all__ = [
     "TaskTimeoutError",
     "TruncatedCheckpoint",
     "UnknownHandlerError",
+    "UnknownPolicyError",
     "UnknownTaskError",
     "WorkerLost",
     "WorkflowTimeoutError",
@@ -357,6 +358,10 @@ class UnknownHandlerError(ConfigError, ValueError):
             self, f"Unknown handler type: {handler_type}. Supported: {', '.join(sorted(known))}"
         )
         self.handler_type = handler_type
+
+
+class UnknownPolicyError(ConfigError, ValueError):
+    """Raised when a parallel group's policy is neither a known name nor a policy object."""
 
 
 class CheckpointError(ConfigError):

@@ -150,7 +150,7 @@ class MemoryChannel(Channel):
                 current = 0
             elif not _is_number(current):
                 raise TypeError(
-                    f"Value under key '{key}' is not a number: {type(current).__name__}"
+                    f"Key '{key}' holds {type(current).__name__}, expected int or float"
                 )
             result: int | float = current + amount
             self._data[key] = result if deadline is None else _Expiring(result, deadline)

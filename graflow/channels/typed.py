@@ -22,7 +22,7 @@ _MISSING: Any = object()
 _CHECKED_TYPES: tuple[type, ...] = (str, int, float, bool, list, dict)
 
 
-def _is_typeddict(message_type: object) -> bool:
+def _is_typed_dict(message_type: object) -> bool:
     """True for TypedDict classes, whether from ``typing`` or ``typing_extensions``."""
     return (
         isinstance(message_type, type)
@@ -49,6 +49,40 @@ def _has_type(value: object, expected: type) -> bool:
     return isinstance(value, expected)
 
 
+class _Schema:
+    """The keys and plainly annotated field types of one TypedDict."""
+
+    __slots__ = ("checked", "fields", "required")
+
+    def __init__(self, message_type: type[Any]) -> None:
+        self.required = frozenset(typing.cast(Any, message_type).__required_keys__)
+        fields = _field_types(message_type)
+        self.fields = frozenset(fields)
+        self.checked = {
+            key: hint
+            for key, hint in fields.items()
+            if isinstance(hint, type) and hint in _CHECKED_TYPES
+        }
+
+    def accepts(self, message: object) -> bool:
+        """True if ``message`` is a dict with the required keys, no others, and fitting types."""
+        if not isinstance(message, dict):
+            return False
+        keys = message.keys()
+        if not (self.required <= keys and keys <= self.fields):
+            return False
+        return all(
+            _has_type(message[key], expected)
+            for key, expected in self.checked.items()
+            if key in message
+        )
+
+
+def _validate_typed_dict(data: object, message_type: object) -> bool:
+    """True if ``message_type`` is a TypedDict and ``data`` matches it (as TypedChannel checks)."""
+    return _is_typed_dict(message_type) and _Schema(typing.cast(Any, message_type)).accepts(data)
+
+
 class TypedChannel(Generic[T]):
     """Wraps a channel so that ``set``/``send`` store only messages of ``message_type``.
 
@@ -57,18 +91,11 @@ class TypedChannel(Generic[T]):
     """
 
     def __init__(self, channel: Channel, message_type: type[T]) -> None:
-        if not _is_typeddict(message_type):
+        if not _is_typed_dict(message_type):
             raise ValueError(f"message_type must be a TypedDict class, got {message_type!r}")
         self._channel = channel
         self._message_type = message_type
-        self._required = frozenset(typing.cast(Any, message_type).__required_keys__)
-        fields = _field_types(message_type)
-        self._fields = frozenset(fields)
-        self._checked = {
-            key: hint
-            for key, hint in fields.items()
-            if isinstance(hint, type) and hint in _CHECKED_TYPES
-        }
+        self._schema = _Schema(message_type)
 
     def __repr__(self) -> str:
         return f"TypedChannel({self._channel!r}, {self._message_type.__name__})"
@@ -90,16 +117,7 @@ class TypedChannel(Generic[T]):
 
     def is_valid(self, message: object) -> bool:
         """True if ``message`` matches the schema: keys, and plainly annotated field types."""
-        if not isinstance(message, dict):
-            return False
-        keys = message.keys()
-        if not (self._required <= keys and keys <= self._fields):
-            return False
-        return all(
-            _has_type(message[key], expected)
-            for key, expected in self._checked.items()
-            if key in message
-        )
+        return self._schema.accepts(message)
 
     def set(self, key: str, message: T, ttl: float | None = None) -> None:
         """Store ``message``; ``TypeError`` if it does not match the schema."""
@@ -165,7 +183,7 @@ class ChannelTypeRegistry:
     @classmethod
     def register(cls, name: str, message_type: type[Any]) -> None:
         """Register ``message_type`` under ``name``, replacing any earlier one."""
-        if not _is_typeddict(message_type):
+        if not _is_typed_dict(message_type):
             raise ValueError(f"message_type must be a TypedDict class, got {message_type!r}")
         cls._types[name] = message_type
 

@@ -921,8 +921,19 @@ class _Scheduler:
             except (ValueError, TypeError) as exc:
                 self._fail_frame(parent, as_runtime_error(exc))
                 return
+        self._forget_failed_results(run)
         self.context.set_result(group.task_id, None)
         self._finish(parent, group.task_id, None, goto=False)
+
+    def _forget_failed_results(self, run: _GroupRun) -> None:
+        # Upstream drops a failed branch's writes, so get_result(failed member) is None after
+        # a group that tolerated the failure; branches share the channel here, so only the
+        # failed member's stored exception is dropped.
+        if run.failures:
+            channel = self.context.channel
+            for member_id, error in run.outcomes.items():
+                if error is not None:
+                    channel.delete(f"{member_id}.__result__")
 
     def _apply_group_policy(self, run: _GroupRun, policy: GroupExecutionPolicy) -> None:
         now = time.time()
@@ -939,7 +950,7 @@ class _Scheduler:
             if mid in run.outcomes
             for error in (run.outcomes[mid],)
         }
-        policy.on_group_finished(run.exe.task_id, list(run.member_ids), results, self.context)
+        policy.on_group_finished(run.exe.task_id, list(run.exe.tasks), results, self.context)
 
     # -- checkpoints (graflow.core.checkpoint) ------------------------------------------
     def owns_thread(self) -> bool:

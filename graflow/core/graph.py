@@ -214,6 +214,11 @@ class TaskGraph:
         graph.add_edges_from(self.edges)
         return graph
 
+    @property
+    def _graph(self) -> Any:
+        """The graph as a ``networkx.DiGraph`` (a copy), where upstream code reaches for it."""
+        return self.nx_graph()
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Nodes and edges as two flat lists: far smaller and faster than three dicts of
         # per-node containers when a large graph is shipped to worker processes.

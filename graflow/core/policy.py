@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from graflow.core.handler import TaskResult
-from graflow.exceptions import ConfigError, ParallelGroupError
+from graflow.exceptions import ParallelGroupError, UnknownPolicyError
 
 __all__ = [
     "POLICY_REGISTRY",
@@ -26,8 +26,9 @@ logger = logging.getLogger(__name__)
 class GroupExecutionPolicy:
     """Decides a parallel group's outcome from its members' results.
 
-    ``on_group_finished`` is called once, after every member's branch ended; raising
-    ``ParallelGroupError`` fails the group node, returning lets its successors run.
+    ``on_group_finished`` is called once, after every member's branch ended, with the
+    member executables (``task.task_id`` names each) and a ``TaskResult`` per member id;
+    raising ``ParallelGroupError`` fails the group node, returning lets its successors run.
     """
 
     def get_name(self) -> str:
@@ -37,7 +38,7 @@ class GroupExecutionPolicy:
     def on_group_finished(
         self,
         group_id: str,
-        tasks: list[str],
+        tasks: Sequence[Any],
         results: dict[str, TaskResult],
         context: Any,
     ) -> None:
@@ -45,11 +46,11 @@ class GroupExecutionPolicy:
         raise NotImplementedError
 
     def _validate_group_results(
-        self, group_id: str, tasks: list[str], results: dict[str, TaskResult]
+        self, group_id: str, tasks: Sequence[Any], results: dict[str, TaskResult]
     ) -> None:
-        if set(tasks) != set(results):
+        if set(member_ids(tasks)) != set(results):
             raise ParallelGroupError(
-                f"Parallel group {group_id} result mismatch: expected {sorted(tasks)}, "
+                f"Parallel group {group_id} result mismatch: expected {sorted(member_ids(tasks))}, "
                 f"got {sorted(results)}",
                 group_id=group_id,
                 failed_tasks=[],
@@ -71,7 +72,7 @@ class StrictGroupPolicy(GroupExecutionPolicy):
         return "strict"
 
     def on_group_finished(
-        self, group_id: str, tasks: list[str], results: dict[str, TaskResult], context: Any
+        self, group_id: str, tasks: Sequence[Any], results: dict[str, TaskResult], context: Any
     ) -> None:
         self._validate_group_results(group_id, tasks, results)
         ok, failed = self._partition_group_results(results)
@@ -91,7 +92,7 @@ class BestEffortGroupPolicy(GroupExecutionPolicy):
         return "best_effort"
 
     def on_group_finished(
-        self, group_id: str, tasks: list[str], results: dict[str, TaskResult], context: Any
+        self, group_id: str, tasks: Sequence[Any], results: dict[str, TaskResult], context: Any
     ) -> None:
         self._validate_group_results(group_id, tasks, results)
         _, failed = self._partition_group_results(results)
@@ -116,10 +117,11 @@ class CriticalGroupPolicy(GroupExecutionPolicy):
         return "critical"
 
     def on_group_finished(
-        self, group_id: str, tasks: list[str], results: dict[str, TaskResult], context: Any
+        self, group_id: str, tasks: Sequence[Any], results: dict[str, TaskResult], context: Any
     ) -> None:
         self._validate_group_results(group_id, tasks, results)
-        unknown = [t for t in self.critical_task_ids if t not in results]
+        ids = set(member_ids(tasks))
+        unknown = [t for t in self.critical_task_ids if t not in ids]
         if unknown:
             raise ValueError(f"Critical task ids not in group {group_id}: {unknown}")
         ok, failed = self._partition_group_results(results)
@@ -145,7 +147,7 @@ class AtLeastNGroupPolicy(GroupExecutionPolicy):
         return f"at_least_{self.min_success}"
 
     def on_group_finished(
-        self, group_id: str, tasks: list[str], results: dict[str, TaskResult], context: Any
+        self, group_id: str, tasks: Sequence[Any], results: dict[str, TaskResult], context: Any
     ) -> None:
         self._validate_group_results(group_id, tasks, results)
         if self.min_success > len(tasks):
@@ -155,11 +157,16 @@ class AtLeastNGroupPolicy(GroupExecutionPolicy):
         ok, failed = self._partition_group_results(results)
         if len(ok) < self.min_success:
             raise ParallelGroupError(
-                f"Only {len(ok)}/{len(tasks)} tasks succeeded in group {group_id}",
+                f"Only {len(ok)}/{self.min_success} tasks succeeded in group {group_id}",
                 group_id=group_id,
                 failed_tasks=failed,
                 successful_tasks=ok,
             )
+
+
+def member_ids(tasks: Sequence[Any]) -> list[str]:
+    """The ids of a group's members, given as executables (or, from older callers, ids)."""
+    return [t if isinstance(t, str) else t.task_id for t in tasks]
 
 
 POLICY_REGISTRY: dict[str, type[GroupExecutionPolicy]] = {
@@ -175,7 +182,7 @@ def canonicalize_group_policy(policy: Any) -> Any:
     if isinstance(policy, str):
         name = policy.lower()
         if name not in ("strict", "best_effort"):
-            raise ConfigError(
+            raise UnknownPolicyError(
                 f"Unknown group policy {policy!r}; use 'strict', 'best_effort' or a "
                 "GroupExecutionPolicy instance (CriticalGroupPolicy, AtLeastNGroupPolicy)"
             )
@@ -192,7 +199,7 @@ def canonicalize_group_policy(policy: Any) -> Any:
         return {"type": "__custom__", "policy": policy}
     if isinstance(policy, dict) and "type" in policy:
         return policy
-    raise ConfigError(f"Invalid group policy: {policy!r}")
+    raise UnknownPolicyError(f"Invalid group policy: {policy!r}")
 
 
 def resolve_group_policy(policy: Any) -> GroupExecutionPolicy:
@@ -212,4 +219,4 @@ def resolve_group_policy(policy: Any) -> GroupExecutionPolicy:
             return AtLeastNGroupPolicy(int(policy["min_success"]))
         if kind == "__custom__" and isinstance(policy.get("policy"), GroupExecutionPolicy):
             return policy["policy"]  # type: ignore[no-any-return]
-    raise ConfigError(f"Invalid group policy: {policy!r}")
+    raise UnknownPolicyError(f"Invalid group policy: {policy!r}")

@@ -30,7 +30,9 @@ __all__ = [
     "workflow",
 ]
 
-_current: contextvars.ContextVar[WorkflowContext | None] = contextvars.ContextVar(
+# Looked up by name at each use (tests and tools may swap in a ContextVar of their own,
+# possibly one without a default: hence .get(None)).
+_current_context: contextvars.ContextVar[WorkflowContext | None] = contextvars.ContextVar(
     "graflow_workflow", default=None
 )
 
@@ -44,15 +46,19 @@ class WorkflowContext:
         self.tracer = tracer
         self.prompt_manager = prompt_manager
         self._group_counter = itertools.count(1)
-        self._tokens: list[contextvars.Token[WorkflowContext | None]] = []
+        self._tokens: list[
+            tuple[contextvars.ContextVar[WorkflowContext | None], contextvars.Token[Any]]
+        ] = []
         self._redis_client: Any = None
 
     def __enter__(self) -> WorkflowContext:
-        self._tokens.append(_current.set(self))
+        var = _current_context
+        self._tokens.append((var, var.set(self)))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _current.reset(self._tokens.pop())
+        var, token = self._tokens.pop()
+        var.reset(token)
 
     # -- graph building ---------------------------------------------------------------
     def add_node(self, name: str, task: Executable, skip_if_exists: bool = False) -> None:
@@ -163,10 +169,10 @@ def workflow(name: str, tracer: Any = None, prompt_manager: Any = None) -> Workf
 
 def get_current_workflow_context(create_if_not_exist: bool = False) -> WorkflowContext | None:
     """The workflow current in this thread, optionally creating an implicit one."""
-    ctx = _current.get()
+    ctx = _current_context.get(None)
     if ctx is None and create_if_not_exist:
-        ctx = WorkflowContext(f"workflow_{uuid.uuid4().hex[:8]}")
-        _current.set(ctx)
+        ctx = WorkflowContext(uuid.uuid4().hex)
+        _current_context.set(ctx)
     return ctx
 
 
@@ -179,7 +185,7 @@ def current_workflow_context() -> WorkflowContext:
 
 def require_workflow_context() -> WorkflowContext:
     """The current workflow; raises GraflowRuntimeError when there is none."""
-    ctx = _current.get()
+    ctx = _current_context.get(None)
     if ctx is None:
         raise GraflowRuntimeError("No workflow context is active; use 'with workflow(name):'")
     return ctx
@@ -187,9 +193,9 @@ def require_workflow_context() -> WorkflowContext:
 
 def set_current_workflow_context(ctx: WorkflowContext | None) -> None:
     """Make ``ctx`` the current workflow of this thread."""
-    _current.set(ctx)
+    _current_context.set(ctx)
 
 
 def clear_workflow_context() -> None:
     """Forget the current workflow of this thread."""
-    _current.set(None)
+    _current_context.set(None)

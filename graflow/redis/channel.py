@@ -551,7 +551,7 @@ class RedisChannel(Channel):
             )
         except redis.ResponseError as exc:
             if "GRAFLOW_NOT_NUMBER" in str(exc):
-                raise TypeError(f"Value under key '{key}' is not a number") from None
+                raise TypeError(f"Key '{key}' holds a non-number, expected int or float") from None
             if "overflow" in str(exc):
                 raise OverflowError(
                     f"Value under key '{key}' would leave the 64-bit range Redis adds in"

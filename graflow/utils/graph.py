@@ -8,10 +8,17 @@ external renderers, so ``draw_png`` and ``draw_mermaid_png`` only explain how to
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from graflow.core.export import GraphLike, GraphSnapshot, snapshot, to_ascii, to_dot, to_mermaid
+from graflow.core.graph import TaskGraph
+from graflow.core.workflow import WorkflowContext, current_workflow_context
+
+if TYPE_CHECKING:
+    from graflow.core.task import Executable
 
 __all__ = [
+    "build_graph",
     "draw_ascii",
     "draw_dot",
     "draw_mermaid",
@@ -20,6 +27,51 @@ __all__ = [
     "show_graph_info",
     "visualize_dependencies",
 ]
+
+
+def build_graph(start_node: Executable, context: WorkflowContext | None = None) -> TaskGraph:
+    """A new TaskGraph of the part of the workflow's graph connected to ``start_node``.
+
+    Edges are followed both ways; a parallel group also gets an edge to each member. The
+    workflow (default: the current one) is left as it is.
+    """
+    source = (context if context is not None else current_workflow_context()).graph
+    built = TaskGraph()
+    first = source.nodes.get(start_node.task_id, {}).get("task", start_node)  # not a chain
+    pending: list[Executable] = [first]
+    seen: set[str] = set()
+    while pending:
+        node = pending.pop()
+        if node.task_id in seen:
+            continue
+        seen.add(node.task_id)
+        built.add_node(node, skip_if_exists=True)
+        for succ in source.successors(node.task_id):
+            _link(built, source, node.task_id, succ, pending)
+        for member in getattr(node, "tasks", ()) if hasattr(node, "with_execution") else ():
+            built.add_node(member, skip_if_exists=True)
+            built.add_edge(node.task_id, member.task_id)
+            pending.append(member)
+        for pred in source.predecessors(node.task_id):
+            _link(built, source, pred, node.task_id, pending, follow=pred)
+    return built
+
+
+def _link(
+    built: TaskGraph,
+    source: TaskGraph,
+    head: str,
+    tail: str,
+    pending: list[Executable],
+    follow: str | None = None,
+) -> None:
+    """Add ``head -> tail`` to ``built`` and queue the far end (``follow``, default tail)."""
+    far = tail if follow is None else follow
+    task = source.nodes[far].get("task") if far in source.nodes else None
+    if task is not None:
+        built.add_node(task, far, skip_if_exists=True)
+        pending.append(task)
+    built.add_edge(head, tail)
 
 
 def draw_ascii(graph: GraphLike | GraphSnapshot) -> str:

@@ -244,7 +244,7 @@ POLICY_LINES = [
     "strict FAILED Parallel group mirrors failed: 2 task(s) failed",
     "best_effort ok copies on eu, us (2/4)",
     "at_least_2 ok copies on eu, us (2/4)",
-    "at_least_3 FAILED Only 2/4 tasks succeeded in group mirrors",
+    "at_least_3 FAILED Only 2/3 tasks succeeded in group mirrors",
     "critical_eu ok copies on eu, us (2/4)",
     "critical_ap FAILED Critical tasks failed: ['mirror_ap']",
     "transient_only ok copies on eu, us (2/4)",
@@ -278,7 +278,7 @@ def test_group_policies_main() -> None:
     assert strict["successful_tasks"] == ["mirror_eu", "mirror_us"]
     assert [task_id for task_id, _ in strict["failed_tasks"]] == ["mirror_ap", "mirror_sa"]
     assert "connection refused by mirror-ap" in strict["failed_tasks"][0][1]
-    assert outcomes["at_least_3"]["message"] == "Only 2/4 tasks succeeded in group mirrors"
+    assert outcomes["at_least_3"]["message"] == "Only 2/3 tasks succeeded in group mirrors"
     denied = outcomes["transient_only+denied"]
     assert [task_id for task_id, _ in denied["failed_tasks"]] == ["mirror_ap", "mirror_sa"]
 

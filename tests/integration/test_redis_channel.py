@@ -328,7 +328,7 @@ def test_atomic_add_refuses_what_is_not_a_number(channel: RedisChannel) -> None:
     channel.append("l", 1)
     channel.set("huge", 2**70)
     for key in ("s", "b", "l", "huge"):
-        with pytest.raises(TypeError, match="not a number"):
+        with pytest.raises(TypeError, match="expected int or float"):
             channel.atomic_add(key, 1)
     for amount in (True, "1", None):
         with pytest.raises(TypeError, match="amount"):
