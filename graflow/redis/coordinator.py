@@ -208,7 +208,7 @@ class RedisCoordinator:
 
     def _subscribe(self, group_id: str) -> PubSub:
         """A pub/sub connection subscribed to the barrier's channel."""
-        pubsub: PubSub = self._client.pubsub(  # type: ignore[no-untyped-call]  # unannotated in redis-py
+        pubsub: PubSub = self._client.pubsub(  # type: ignore[no-untyped-call,unused-ignore]  # unannotated before redis-py 6
             ignore_subscribe_messages=True
         )
         try:
