@@ -3,9 +3,10 @@
 Each task names its input after the task that produces it: ``transform(extract)`` receives
 the return value of ``extract``, ``load(transform)`` that of ``transform``. A parameter that
 matches no task (``table`` below) is looked up among the run's channel keys, here seeded
-with ``initial_channel``.
+with ``initial_channel`` (``graflow run`` leaves it unset: ``load`` then takes its default).
 
 Run: python examples/pipeline.py
+Or:  graflow run examples/pipeline.py --processes 2 --set table=orders
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sqlite3
 from typing import Any
 
 from graflow import task, workflow
+from graflow.core.workflow import WorkflowContext
 
 ORDERS_CSV = """\
 order_id,region,sku,quantity,unit_price,status
@@ -30,8 +32,8 @@ order_id,region,sku,quantity,unit_price,status
 """
 
 
-def main() -> dict[str, Any]:
-    """Run the pipeline; return the loaded revenue per region and the run's totals."""
+def build() -> WorkflowContext:
+    """The pipeline's workflow (``graflow graph examples/pipeline.py`` draws it)."""
     with workflow("orders_etl") as wf:
 
         @task
@@ -52,7 +54,7 @@ def main() -> dict[str, Any]:
             return {"revenue": revenue, "orders": len(valid), "rejected": rejected}
 
         @task
-        def load(transform: dict[str, Any], table: str) -> dict[str, Any]:
+        def load(transform: dict[str, Any], table: str = "revenue") -> dict[str, Any]:
             db = sqlite3.connect(":memory:")
             with db:
                 db.execute(f"CREATE TABLE {table} (region TEXT PRIMARY KEY, revenue REAL)")
@@ -73,7 +75,12 @@ def main() -> dict[str, Any]:
             }
 
         extract >> transform >> load
-        summary: dict[str, Any] = wf.execute(initial_channel={"table": "revenue_by_region"})
+    return wf
+
+
+def main() -> dict[str, Any]:
+    """Run the pipeline; return the loaded revenue per region and the run's totals."""
+    summary: dict[str, Any] = build().execute(initial_channel={"table": "revenue_by_region"})
     return summary
 
 

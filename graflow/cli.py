@@ -12,7 +12,9 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -40,7 +42,7 @@ from graflow.ops import (
 from graflow.ops.console import Console
 from graflow.ops.logs import Redactor, RunTag, configure_logging, secrets_in
 from graflow.ops.report import failure_summary
-from graflow.ops.target import load_target
+from graflow.ops.target import graph_of, load_target, put_working_directory_on_path
 
 __all__ = [
     "EXIT_FAILED",
@@ -147,6 +149,15 @@ def _common(verbose_default: Any) -> argparse.ArgumentParser:
     return common
 
 
+_TARGET_HELP = (
+    "module:attr, path/to/file.py:attr or path/to/file.py (its one top-level workflow, else "
+    "its build()); attr is a workflow or a function returning one; modules are imported "
+    "from the working directory first, as with python -m"
+)
+_PATH_NOTE = """
+modules: like python -m, the working directory comes first on sys.path (then
+  PYTHONPATH), in this process and in its worker processes.
+"""
 _URL_HELP = (
     "redis://[user:password@]host:port/db, rediss://... (TLS) or "
     "redis+cluster://host:port[,host:port...] (or GRAFLOW_REDIS_URL)"
@@ -182,10 +193,10 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="run a workflow",
         description="Run a workflow on a local process pool or on Redis nodes.",
-        epilog=_RUN_EXAMPLE,
+        epilog=_RUN_EXAMPLE + _PATH_NOTE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("target", help="module:attr, path/to/file.py:attr or path/to/file.py")
+    run.add_argument("target", help=_TARGET_HELP)
     where = run.add_mutually_exclusive_group()
     where.add_argument(
         "--processes",
@@ -287,7 +298,7 @@ def _add_supervisor(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="serve a Redis queue with worker processes",
         description="Run one graflow node: worker processes that serve a Redis queue.",
-        epilog=_SUPERVISOR_EXAMPLE,
+        epilog=_SUPERVISOR_EXAMPLE + _PATH_NOTE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sup.add_argument("--redis", metavar="URL", help=_URL_HELP)
@@ -344,7 +355,7 @@ def _add_dlq(sub: Any, common: argparse.ArgumentParser) -> None:
     actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
     queue_help = "queue name (default: GRAFLOW_QUEUE or default)"
     specs = {
-        "list": ("list the oldest dead letters", "graflow dlq list --redis URL --count 20"),
+        "list": ("list the oldest dead letters", "graflow dlq list --count 20"),
         "show": ("show one dead letter and its tasks", "graflow dlq show 1732700000000-0"),
         "requeue": ("move dead letters back to the queue", "graflow dlq requeue --all"),
         "purge": ("delete every dead letter of the queue", "graflow dlq purge --yes"),
@@ -370,8 +381,7 @@ def _add_dlq(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _graph_command(args: argparse.Namespace, env: Settings, console: Console) -> int:
-    target = load_target(args.target)
-    graph = target.graph if hasattr(target, "graph") else target
+    graph = graph_of(load_target(args.target))
     if args.format == "mermaid":
         console.say(to_mermaid(graph))
     elif args.format == "dot":
@@ -387,10 +397,11 @@ def _add_graph(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="print a workflow's graph",
         description="Print a workflow's graph as Mermaid, DOT or text.",
-        epilog="example:\n  graflow graph examples/pipeline.py --format mermaid",
+        epilog="examples:\n  graflow graph examples/pipeline.py --format mermaid\n"
+        "  graflow graph examples.word_count:build --format text\n" + _PATH_NOTE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    graph.add_argument("target", help="module:attr, path/to/file.py:attr or path/to/file.py")
+    graph.add_argument("target", help=_TARGET_HELP)
     graph.add_argument("--format", choices=("mermaid", "dot", "text"), default="mermaid")
     graph.set_defaults(handler=_graph_command)
 
@@ -448,6 +459,7 @@ def _exit_code(exc: BaseException) -> int:
     return EXIT_FAILED
 
 
+_IMPORTING_COMMANDS = frozenset({"run", "supervisor", "graph"})
 _STATUS_OF_EXIT = {
     EXIT_FAILED: "failed",
     EXIT_USAGE: "error",
@@ -458,12 +470,26 @@ _STATUS_OF_EXIT = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``graflow`` command; returns the exit code."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below
+    except BrokenPipeError:
+        # The reader of stdout went away (`graflow graph ... | head`): stop quietly, as a
+        # command killed by SIGPIPE would, and keep the interpreter's final flush silent.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE.value
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 0 after --help, 2 for a bad command line
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     console = _console(args)
+    if args.command in _IMPORTING_COMMANDS:
+        put_working_directory_on_path()
     try:
         env = Settings.from_env()
         console.redact.add(secrets_in(env.redis_url, env.secret))
@@ -472,6 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _exit_code(exc)
         message = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
         hint = "rerun with -v for the traceback" if code == EXIT_FAILED else None
+        if args.verbose:
+            hint = None  # the traceback follows
         details = None
         if args.verbose and code == EXIT_FAILED:
             details = "".join(traceback.format_exception(exc)).rstrip()
