@@ -240,6 +240,8 @@ class ParallelGroupError(GraflowRuntimeError):
         self.group_id = group_id
         self.failed_tasks = failed_tasks
         self.successful_tasks = successful_tasks
+        self.member_errors: dict[str, BaseException] = {}
+        """Each failed member's own error, by member id (set by the engine)."""
 
 
 class MaxStepsExceeded(GraflowRuntimeError):

@@ -411,6 +411,8 @@ class _Scheduler:
                 "running": len(self.inflight)
                 - (0 if self.lookahead is None else len(self.lookahead.parent_of)),
                 "queued": sum(len(f.queue) for f in self.ready) + len(self.timers),
+                "worker_deaths": stats.worker_deaths,
+                "completed": len(self.context.completed_tasks),
             }
         )
 
@@ -768,11 +770,18 @@ class _Scheduler:
 
     # -- failures and retries ---------------------------------------------------------
     def _on_failure(
-        self, frame: _Frame, task_id: str, error: BaseException | None, tb: str | None = None
+        self,
+        frame: _Frame,
+        task_id: str,
+        error: BaseException | None,
+        tb: str | None = None,
+        *,
+        counted: bool = True,
     ) -> None:
         rc = self.context.retry_controller
         err: BaseException = error if error is not None else GraflowRuntimeError("task failed")
-        self.stats.failures += 1
+        if counted:
+            self.stats.failures += 1
         if rc.accept_retry(task_id):
             rc.increment(task_id, err)
             self.stats.retries += 1
@@ -916,7 +925,10 @@ class _Scheduler:
             try:
                 self._apply_group_policy(run, policy)
             except ParallelGroupError as exc:
-                self._on_failure(parent, group.task_id, exc)
+                # Why the members failed travels with the group's error to the user (#18);
+                # the group itself is no task run, so it is not counted as a failed one.
+                exc.member_errors = {m: e for m, e in run.outcomes.items() if e is not None}
+                self._on_failure(parent, group.task_id, exc, counted=False)
                 return
             except (ValueError, TypeError) as exc:
                 self._fail_frame(parent, as_runtime_error(exc))

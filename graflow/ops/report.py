@@ -8,6 +8,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from graflow.exceptions import (
+    CycleLimitExceededError,
     GraflowError,
     GraflowWorkflowCanceledError,
     ParallelGroupError,
@@ -20,7 +21,15 @@ from graflow.exceptions import (
 if TYPE_CHECKING:
     from graflow.runner import RunResult
 
-__all__ = ["describe_error", "failure_summary", "hint_for", "success_summary", "traceback_of"]
+__all__ = [
+    "describe_error",
+    "failure_summary",
+    "hint_for",
+    "member_failures",
+    "specific_hint",
+    "success_summary",
+    "traceback_of",
+]
 
 _REPR_MAX = 200
 
@@ -77,8 +86,26 @@ def failure_summary(
 ) -> dict[str, Any]:
     """The ``--json`` summary of a run that did not succeed (failed, interrupted, locked...)."""
     task_id, kind, message = describe_error(error)
-    names = {"done": "succeeded", "failed": "failed", "retries": "retries"}
-    tasks = {names[k]: counters[k] for k in names if k in counters}
+    tasks = {_COUNTER_NAMES[k]: counters[k] for k in _COUNTER_NAMES if k in counters}
+    failures = [
+        {
+            "task_id": task_id,
+            "type": kind,
+            "error": message,
+            "hint": hint_for(error) if status == "failed" else None,
+        }
+    ]
+    for member_id, member_error, group_id in member_failures(error):
+        _, member_kind, member_message = describe_error(member_error)
+        failures.append(
+            {
+                "task_id": member_id,
+                "type": member_kind,
+                "error": member_message,
+                "hint": hint_for(member_error),
+                "group": group_id,
+            }
+        )
     return {
         "run_id": run_id,
         "status": status,
@@ -86,15 +113,33 @@ def failure_summary(
         "value": None,
         **_timings(started),
         "tasks": tasks,
-        "failures": [
-            {
-                "task_id": task_id,
-                "type": kind,
-                "error": message,
-                "hint": hint_for(error) if status == "failed" else None,
-            }
-        ],
+        "failures": failures,
     }
+
+
+_COUNTER_NAMES = {
+    "done": "succeeded",
+    "failed": "failed",
+    "retries": "retries",
+    "worker_deaths": "worker_deaths",
+    "completed": "completed",
+}
+
+
+def member_failures(error: BaseException) -> list[tuple[str, BaseException, str]]:
+    """(member id, its error, group id) of each failed member of a failed group, nested
+    groups flattened; upstream-style policies that give only messages get a plain error."""
+    if not isinstance(error, ParallelGroupError):
+        return []
+    found: list[tuple[str, BaseException, str]] = []
+    errors = dict(error.member_errors)
+    for member_id, text in error.failed_tasks:
+        if member_id not in errors:
+            errors[member_id] = GraflowError(text or "failed")
+    for member_id, member_error in errors.items():
+        found.append((member_id, member_error, error.group_id))
+        found += member_failures(member_error)
+    return found
 
 
 def describe_error(error: BaseException) -> tuple[str | None, str, str]:
@@ -108,14 +153,43 @@ def describe_error(error: BaseException) -> tuple[str | None, str, str]:
     elif isinstance(error, RetryLimitExceededError) and error.last_error is not None:
         last = error.last_error
         message = f"{error.retry_count} attempts, last {type(last).__name__}: {last}"
+    elif isinstance(error, CycleLimitExceededError):
+        message = (
+            f"task {error.task_id!r} asked for another iteration after its "
+            f"{error.cycle_count} of max_cycles={error.max_cycles}"
+        )
     else:
         message = str(error)
     first_line = message.strip().splitlines()[0] if message.strip() else kind
     return (str(task_id) if task_id is not None else None), kind, first_line
 
 
-def hint_for(error: BaseException) -> str:
-    """One line on what to try next."""
+def hint_for(error: BaseException, *, verbose: bool = False) -> str:
+    """One line on what to try next (``verbose``: the traceback is shown already)."""
+    hint = _hint(error)
+    if verbose:
+        hint = hint.replace("rerun with -v for the last traceback", "its last traceback follows")
+        hint = hint.replace("rerun with -v for the full traceback", "the traceback follows")
+    return hint
+
+
+def specific_hint(error: BaseException) -> str | None:
+    """The hint for ``error`` unless it is only the generic 'see the traceback'."""
+    hint = _hint(error)
+    return None if hint == _GENERIC_HINT else hint
+
+
+_GENERIC_HINT = "rerun with -v for the full traceback"
+
+
+def _hint(error: BaseException) -> str:
+    if "could not load the run's code" in str(error):
+        return (
+            "the worker cannot import the workflow's modules: start its node where they "
+            "import (the project directory, or PYTHONPATH), with the same packages installed"
+        )
+    if isinstance(error, CycleLimitExceededError):
+        return "raise @task(max_cycles=...) or end the loop sooner (ctx.next_iteration)"
     if isinstance(error, WorkerLost):
         return "its worker process died (out of memory? os._exit? a crash in C code): check dmesg"
     if isinstance(error, TaskTimeoutError):
@@ -127,8 +201,11 @@ def hint_for(error: BaseException) -> str:
     if isinstance(error, GraflowWorkflowCanceledError):
         return "a task called cancel_workflow(); its message says why"
     if isinstance(error, ParallelGroupError):
-        return "the group's policy rejected its members' outcomes: see the failed members above"
-    return "rerun with -v for the full traceback"
+        return (
+            "the group's policy rejected its members' outcomes: see the failed members "
+            "(a policy such as 'best_effort' or AtLeastNGroupPolicy lets a group succeed anyway)"
+        )
+    return _GENERIC_HINT
 
 
 def traceback_of(error: BaseException) -> str:

@@ -44,6 +44,8 @@ from graflow.ops.report import (
     describe_error,
     failure_summary,
     hint_for,
+    member_failures,
+    specific_hint,
     success_summary,
     traceback_of,
 )
@@ -260,9 +262,9 @@ def _report_failure(
     details = None
     if status == "failed":
         where = f" in task {task_id!r}" if task_id else ""
-        text = f"{run} failed{where}: {message}"
-        hint = hint_for(exc)
-        details = traceback_of(exc) if args.verbose else None
+        text = f"{run} failed{where}: {message}" + _members_text(exc)
+        hint = hint_for(exc, verbose=args.verbose)
+        details = _tracebacks(exc) if args.verbose else None
     elif status == "interrupted":
         how = "interrupted"
         if isinstance(exc, RunInterrupted):
@@ -277,3 +279,24 @@ def _report_failure(
     else:
         text, hint = message, None
     console.fail(text, hint=hint, details=details, task_id=task_id, status=status, error_type=kind)
+
+
+def _members_text(exc: BaseException) -> str:
+    """One line per failed member of a failed group: its id, error type and message."""
+    lines = []
+    for member_id, error, group_id in member_failures(exc):
+        _, kind, message = describe_error(error)
+        message = message.removeprefix(f"Error in task '{member_id}': ")
+        text = message if message.startswith(f"{kind}:") else f"{kind}: {message}"
+        lines.append(f"\n  member {member_id!r} of {group_id!r} failed: {text}")
+        hint = specific_hint(error)
+        if hint is not None:
+            lines.append(f"\n    hint: {hint}")
+    return "".join(lines)
+
+
+def _tracebacks(exc: BaseException) -> str:
+    """The traceback of ``exc``, then each failed member's own."""
+    parts = [traceback_of(exc)]
+    parts += [traceback_of(error) for _, error, _ in member_failures(exc)]
+    return "\n".join(parts)
