@@ -253,8 +253,9 @@ def _add_run_metrics(run: argparse.ArgumentParser) -> None:
     metrics.add_argument(
         "--metrics-addr",
         metavar="ADDR",
-        default="0.0.0.0",
-        help="address the metrics endpoint listens on (default: 0.0.0.0)",
+        default="127.0.0.1",
+        help="address the metrics endpoint listens on (default: 127.0.0.1, this host only; "
+        "0.0.0.0 for every interface, e.g. in a container)",
     )
     metrics.add_argument(
         "--metrics-file",
@@ -303,7 +304,11 @@ def _add_supervisor(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     sup.add_argument("--redis", metavar="URL", help=_URL_HELP)
     _tls_options(sup)
-    sup.add_argument("--processes", type=_at_least(1, int), help="worker processes (default: 1)")
+    sup.add_argument(
+        "--processes",
+        type=_at_least(1, int),
+        help="worker processes (default: MAX_CONCURRENT_TASKS, else one per core, as run)",
+    )
     sup.add_argument("--queue", help="queue name (default: default)")
     sup.add_argument("--node-id", help="name of this node (default: host-pid-random)")
     sup.add_argument("--secret-file", help="file holding the signing secret shared by all hosts")
@@ -324,8 +329,9 @@ def _add_supervisor(sub: Any, common: argparse.ArgumentParser) -> None:
     sup.add_argument(
         "--metrics-addr",
         metavar="ADDR",
-        default="0.0.0.0",
-        help="address the metrics endpoint listens on (default: 0.0.0.0)",
+        default="127.0.0.1",
+        help="address the metrics endpoint listens on (default: 127.0.0.1, this host only; "
+        "0.0.0.0 for every interface, e.g. in a container)",
     )
     sup.set_defaults(handler="graflow.ops.node:supervisor_command")
 

@@ -103,7 +103,11 @@ class WorkflowContext:
                 "No start node specified and no nodes with no predecessors found."
             )
         if len(candidates) > 1:
-            error = GraphCompilationError("Multiple start nodes found, please specify one.")
+            names = ", ".join(sorted(candidates))
+            error = GraphCompilationError(
+                f"Multiple start nodes found, please specify one: {names} (start=... in "
+                "graflow.run or wf.execute, --start on the command line)"
+            )
             error.candidates = sorted(candidates)  # type: ignore[attr-defined]
             raise error
         return candidates[0]

@@ -12,6 +12,7 @@ secret with ``***``. Forked worker processes inherit these handlers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -21,6 +22,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TextIO
 
 from graflow.config import url_password_forms
+from graflow.core.scope import current_task_context
 
 __all__ = ["LogHandler", "Redactor", "RunTag", "configure_logging", "secrets_in"]
 
@@ -70,8 +72,22 @@ class _Formatter(logging.Formatter):
         self.tag = tag
 
     def ids(self, record: logging.LogRecord) -> tuple[str | None, str | None]:
-        run_id = getattr(record, "run_id", None) or self.tag.run_id
-        return run_id, getattr(record, "task_id", None)
+        run_id = getattr(record, "run_id", None)
+        task_id = getattr(record, "task_id", None)
+        # A line a task logs itself names no ids: take them from the task running in the
+        # thread that logs (in-process, in a forked pool worker and on a Redis node alike).
+        running = current_task_context.get()
+        if running is not None:
+            task_id = task_id or getattr(running, "task_id", None)
+            if run_id is None:
+                with contextlib.suppress(AttributeError):
+                    run_id = running.session_id
+        return run_id or self.tag.run_id, task_id
+
+
+def _names_task(message: str, task_id: str) -> bool:
+    """True if ``message`` already says which task it is about ("task load", "task 'load'")."""
+    return f"task {task_id}" in message or f"task {task_id!r}" in message
 
 
 class TextFormatter(_Formatter):
@@ -83,7 +99,7 @@ class TextFormatter(_Formatter):
         tags = []
         if run_id and run_id not in message:
             tags.append(f"run {run_id}")
-        if task_id and task_id not in message:
+        if task_id and not _names_task(message, task_id):
             tags.append(f"task {task_id}")
         where = f" [{' '.join(tags)}]" if tags else ""
         line = f"{_timestamp(record.created)} {record.levelname} {record.name}{where}: {message}"

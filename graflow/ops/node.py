@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from graflow.config import Settings
 from graflow.exceptions import ConfigError
@@ -28,7 +29,7 @@ def _node_settings(args: argparse.Namespace, env: Settings) -> Settings:
     return Settings(
         redis_url=url,
         queue=args.queue or env.queue,
-        processes=args.processes or env.processes or 1,
+        processes=args.processes or env.processes or os.cpu_count() or 1,
         worker_id=args.node_id or env.worker_id,
         secret=None if args.secret_file else env.secret,  # --secret-file wins over the env
         secret_file=args.secret_file or env.secret_file,

@@ -38,8 +38,14 @@ def _elapsed(seconds: float) -> str:
 class ProgressLine:
     """One self-refreshing status line on a terminal stream."""
 
-    def __init__(self, stream: TextIO, refresh_s: float = 0.25) -> None:
+    def __init__(
+        self, stream: TextIO, refresh_s: float = 0.25, *, workers: int | None = None
+    ) -> None:
         self.stream = stream
+        # Tasks the scheduler has handed over but no worker runs yet (a pool worker's batch,
+        # a Redis stream) show as queued: "running" never exceeds the workers (#18). With no
+        # known worker count (Redis nodes come and go) they show as "in flight".
+        self.workers = workers
         self.refresh_s = refresh_s
         self.started = time.monotonic()
         self.counters: dict[str, Any] = {}
@@ -88,10 +94,16 @@ class ProgressLine:
             (t0, n0), (t1, n1) = self.samples[0], self.samples[-1]
             rate = (n1 - n0) / max(now - t0, t1 - t0, 1e-3)
         run = str(c.get("run_id", ""))[:8]
+        running, queued = int(c.get("running", 0)), int(c.get("queued", 0))
+        if self.workers is not None:
+            shown = min(running, self.workers)
+            busy = f"{shown} running"
+            queued += running - shown
+        else:
+            busy = f"{running} in flight"
         return (
-            f"run {run}: {c.get('done', 0)} done | {c.get('queued', 0)} queued | "
-            f"{c.get('running', 0)} running | {c.get('failed', 0)} failed | "
-            f"{rate:.1f} tasks/s | {_elapsed(now - self.started)}"
+            f"run {run}: {c.get('done', 0)} done | {queued} queued | {busy} | "
+            f"{c.get('failed', 0)} failed | {rate:.1f} tasks/s | {_elapsed(now - self.started)}"
         )
 
     def _refresh(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import time
 from collections.abc import Iterator, Sequence
@@ -107,12 +108,14 @@ def _lock(name: str | None, redis_url: str | None, tls: RedisTLS, env: Settings)
 
 
 @contextlib.contextmanager
-def _watching(args: argparse.Namespace, console: Console, watch: RunWatch) -> Iterator[None]:
+def _watching(
+    args: argparse.Namespace, console: Console, watch: RunWatch, redis_url: str | None
+) -> Iterator[None]:
     live = not (args.quiet or args.no_progress) and console.stderr.isatty()
     if not live:
         yield
         return
-    line = ProgressLine(console.stderr)
+    line = ProgressLine(console.stderr, workers=_workers(args, redis_url))
     watch.line = line
     console.guard = line.paused
     line.start()
@@ -122,6 +125,13 @@ def _watching(args: argparse.Namespace, console: Console, watch: RunWatch) -> It
         line.stop()
         console.guard = None
         watch.line = None
+
+
+def _workers(args: argparse.Namespace, redis_url: str | None) -> int | None:
+    """How many tasks can run at once locally; None on Redis (the nodes decide)."""
+    if redis_url:
+        return None
+    return max(1, args.processes) if args.processes is not None else os.cpu_count() or 1
 
 
 def _execute(
@@ -230,7 +240,7 @@ def _run_and_report(
         with (
             _sigterm_interrupts(),
             _lock(args.lock, redis_url, redis_tls_of(args, env), env),
-            _watching(args, console, watch),
+            _watching(args, console, watch, redis_url),
         ):
             result = _execute(args, env, redis_url, watch)
     except (GraflowError, KeyboardInterrupt) as exc:

@@ -739,5 +739,14 @@ def run_node(settings: NodeSettings, secret: bytes, observer: NodeObserver | Non
         settings.processes,
     )
     node.supervise()
+    # Logged here, not in the signal handler: logging takes locks the handler may interrupt.
+    logger.info(
+        "node %s draining: no new tasks; up to %.0f s for %d worker(s) to finish or hand back "
+        "their tasks",
+        node_id,
+        settings.grace_s,
+        len(node.procs),
+    )
     node.drain()
+    logger.info("node %s stopped", node_id)
     return 0

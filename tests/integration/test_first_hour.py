@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import textwrap
 import uuid
@@ -151,3 +153,16 @@ def test_dlq_examples_name_redis_once(tmp_path: Path) -> None:
         assert example_lines, action
         for line in example_lines:
             assert line.count("--redis") == 1, line
+
+
+def test_a_draining_node_says_so_in_its_log(redis_server: RedisServer) -> None:
+    node = RedisNode(redis_server.url, f"q-{uuid.uuid4().hex[:12]}").start()
+    assert node.process is not None
+    os.killpg(node.process.pid, signal.SIGTERM)
+    assert node.process.wait(timeout=60) == 0
+    node.log.seek(0)
+    text = node.log.read().decode(errors="replace")
+    node.process = None
+    node.log.close()
+    assert "draining: no new tasks" in text
+    assert "stopped" in text.split("draining")[1]

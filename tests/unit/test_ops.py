@@ -78,8 +78,17 @@ def test_the_progress_line_shows_counts_rate_and_elapsed() -> None:
     line.update({"run_id": "abcdef0123456789", "done": 0, "queued": 5, "running": 2})
     line.update({"run_id": "abcdef0123456789", "done": 10, "failed": 1, "queued": 3})
     text = line.render()
-    assert text.startswith("run abcdef01: 10 done | 3 queued | 0 running | 1 failed | ")
+    assert text.startswith("run abcdef01: 10 done | 3 queued | 0 in flight | 1 failed | ")
     assert "tasks/s | 0:0" in text
+
+
+def test_the_progress_line_never_shows_more_running_than_workers() -> None:
+    line = ProgressLine(io.StringIO(), workers=2)
+    line.update({"run_id": "abcdef0123456789", "done": 3, "queued": 10, "running": 79})
+    text = line.render()
+    assert "| 87 queued | 2 running |" in text
+    line.update({"run_id": "abcdef0123456789", "done": 3, "queued": 0, "running": 1})
+    assert "| 0 queued | 1 running |" in line.render()
 
 
 def test_lock_names_are_checked_and_a_held_lock_refuses_a_second_taker(tmp_path: Path) -> None:
