@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from graflow.core.context import ExecutionContext, TaskExecutionContext
+from graflow.core.deadline import run_with_deadline
 from graflow.core.handler import TaskHandler
 from graflow.core.scope import current_task_context
 from graflow.core.spec import Completion, WorkItem
@@ -169,7 +170,7 @@ class InProcessBackend:
         context = self._context
         assert context is not None
         if inline:
-            return run_item(context, item, exe, self._handlers)
+            return self._run(item, exe)
         self._queued += 1
         if len(self._threads) < min(self._queued, self.max_threads):
             thread = threading.Thread(
@@ -188,8 +189,14 @@ class InProcessBackend:
             if entry is None:
                 return
             item, exe = entry
-            assert self._context is not None
-            done.put(run_item(self._context, item, exe, self._handlers))
+            done.put(self._run(item, exe))
+
+    def _run(self, item: WorkItem, exe: Executable) -> Completion:
+        context = self._context
+        assert context is not None
+        return run_with_deadline(
+            item, item.timeout_s, lambda: run_item(context, item, exe, self._handlers)
+        )
 
     def wait(self, timeout_s: float | None) -> list[Completion]:
         try:
