@@ -13,6 +13,7 @@ goes through cloudpickle.
 from __future__ import annotations
 
 import io
+import operator
 import pickle
 import sys
 import types
@@ -55,20 +56,166 @@ def _importable(obj: Any) -> bool:
     return target is obj
 
 
+# Up to this many prototypes and classes to embed, each gets a cloudpickle call of its own
+# in a single pass; past it, the pass only collects them and a second pass embeds them all.
+_DIRECT_LIMIT = 8
+
+
 class _Pickler(pickle.Pickler):
+    """The C pickler, with functions and classes that cannot be imported embedded by value.
+
+    Such a function becomes a new function made from a *prototype* (its code and globals,
+    one per code object, shared by every function made from it) and its own state:
+    closure contents, defaults, attributes, pickled here at C speed. Prototypes and
+    classes go through cloudpickle: each on its own while there are few; past
+    ``_DIRECT_LIMIT`` the pass goes on only to collect them, and a second pass
+    (``by_value`` given) embeds them all from one cloudpickle call (``_ByValue``).
+    """
+
+    def __init__(self, file: io.BytesIO, by_value: _ByValue | None = None) -> None:
+        super().__init__(file, protocol=5)
+        self.by_value = by_value
+        self.found: dict[Any, Any] = {}  # (code, globals id) or class id -> what to embed
+        self.embedded: dict[Any, _Embedded] = {}
+
     def reducer_override(self, obj: Any) -> Any:
         # The C pickler calls this for objects other than plain containers and scalars;
         # only functions and classes that cannot be imported by name need help.
-        if isinstance(obj, types.FunctionType | type) and not _importable(obj):
-            return (cloudpickle.loads, (cloudpickle.dumps(obj, protocol=5),))
+        if type(obj) is types.FunctionType:
+            if _importable(obj):
+                return NotImplemented
+            return self._reduce_function(obj)
+        if isinstance(obj, type) and not _importable(obj):
+            stand_in = self._embed(id(obj), obj)
+            return (int, ()) if stand_in is None else stand_in.__reduce__()
         return NotImplemented
+
+    @property
+    def is_complete(self) -> bool:
+        """Whether what was written is the pickle (else only a collecting pass)."""
+        return self.by_value is not None or len(self.found) <= _DIRECT_LIMIT
+
+    def _embed(self, key: Any, obj: Any) -> _Embedded | _Slot | None:
+        """What stands for ``obj`` in the pickle (None once this pass only collects)."""
+        if self.by_value is not None:
+            return _Slot(self.by_value, self.by_value.index[key])
+        self.found.setdefault(key, obj)
+        if len(self.found) > _DIRECT_LIMIT:
+            return None
+        stand_in = self.embedded.get(key)
+        if stand_in is None:
+            stand_in = self.embedded[key] = _Embedded(cloudpickle.dumps(obj, protocol=5))
+        return stand_in
+
+    def _reduce_function(self, func: types.FunctionType) -> tuple[Any, ...]:
+        code = func.__code__
+        key = (code, id(func.__globals__))
+        prototype = self.found.get(key)
+        if prototype is None:
+            # Empty cells: the prototype carries only what every function of its code
+            # shares; each function's closure contents travel in its own state.
+            cells = tuple(types.CellType() for _ in code.co_freevars) or None
+            prototype = types.FunctionType(code, func.__globals__, func.__name__, None, cells)
+        closure = func.__closure__ or ()
+        state = (
+            tuple(_cell_value(cell) for cell in closure),
+            func.__defaults__,
+            func.__kwdefaults__,
+            func.__dict__ or None,
+            func.__name__,
+            func.__qualname__,
+            func.__module__,
+            func.__doc__,
+            func.__annotations__ or None,
+        )
+        stand_in = self._embed(key, prototype)
+        return (_new_function, (stand_in, len(closure)), state, None, None, _fill_function)
+
+
+class _EmptyCell:
+    """Stands for the contents of a closure cell not yet assigned."""
+
+
+def _cell_value(cell: types.CellType) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell (a closure variable assigned later)
+        return _EmptyCell
+
+
+class _Embedded:
+    """One object embedded by a cloudpickle call of its own: unpickles as that object."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (cloudpickle.loads, (self.blob,))
+
+
+class _Slot:
+    """One embedded object of a ``_ByValue``: unpickles as ``by_value[index]``."""
+
+    __slots__ = ("by_value", "index")
+
+    def __init__(self, by_value: _ByValue, index: int) -> None:
+        self.by_value, self.index = by_value, index
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (operator.getitem, (self.by_value, self.index))
+
+
+def _new_function(prototype: Any, cells: int) -> types.FunctionType:
+    closure = tuple(types.CellType() for _ in range(cells)) or None
+    return types.FunctionType(
+        prototype.__code__, prototype.__globals__, prototype.__name__, None, closure
+    )
+
+
+def _fill_function(func: types.FunctionType, state: tuple[Any, ...]) -> None:
+    cells, defaults, kwdefaults, attrs, name, qualname, module, doc, annotations = state
+    for cell, value in zip(func.__closure__ or (), cells, strict=True):
+        if value is not _EmptyCell:
+            cell.cell_contents = value
+    func.__defaults__ = defaults
+    func.__kwdefaults__ = kwdefaults
+    if attrs:
+        func.__dict__.update(attrs)
+    func.__name__, func.__qualname__, func.__module__, func.__doc__ = name, qualname, module, doc
+    if annotations:
+        func.__annotations__ = annotations
+
+
+class _ByValue:
+    """The prototypes and classes a pickle embeds by value, in one cloudpickle blob.
+
+    A workflow made at run time can hold thousands of functions (closures, lambdas,
+    ``exec``); a cloudpickle call each cost up to milliseconds, most of it pickling again
+    what they share (their code, their module's globals, the helpers they call).
+    Unpickles as their list.
+    """
+
+    __slots__ = ("blob", "index")
+
+    def __init__(self, found: dict[Any, Any]) -> None:
+        self.index = {key: i for i, key in enumerate(found)}
+        self.blob = cloudpickle.dumps(list(found.values()), protocol=5)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (cloudpickle.loads, (self.blob,))
 
 
 def dumps(obj: Any) -> bytes:
     """Pickle ``obj`` for another process of the same Python and graflow version."""
     buffer = io.BytesIO()
     try:
-        _Pickler(buffer, protocol=5).dump(obj)
+        pickler = _Pickler(buffer)
+        pickler.dump(obj)
+        if not pickler.is_complete:
+            buffer = io.BytesIO()
+            _Pickler(buffer, _ByValue(pickler.found)).dump(obj)
     except (pickle.PicklingError, TypeError, AttributeError):
         return cloudpickle.dumps(obj, protocol=5)  # type: ignore[no-any-return]
     return buffer.getvalue()

@@ -299,10 +299,16 @@ class TaskWrapper(Executable):
         """Names of the parameters filled from results and channel keys, in order."""
         names = self._param_names
         if names is None:
+            func = self.func
             try:
-                names = _parameter_names(self.func, self.inject_context)
+                if type(func) is functools.partial:
+                    names = _partial_parameter_names(
+                        func.func, len(func.args), tuple(func.keywords), self.inject_context
+                    )
+                else:
+                    names = _parameter_names(func, self.inject_context)
             except TypeError:  # an unhashable callable object: no cache
-                names = _parameter_names.__wrapped__(self.func, self.inject_context)
+                names = _parameter_names.__wrapped__(func, self.inject_context)
             self._param_names = names
         return names
 
@@ -312,16 +318,19 @@ class TaskWrapper(Executable):
         """Positional and keyword arguments of one call (context excluded)."""
         positional = self._iteration_args + args
         call_kwargs: dict[str, Any] = {}
+        bound = self._bound_kwargs
         if self.resolve_keyword_args and channel is not None:
             get = channel.get
             for name in self.parameter_names()[len(positional) :]:
+                if name in bound:  # the bound value wins: no channel look-up for it
+                    continue
                 value = get(name + ".__result__", _MISSING)
                 if value is _MISSING:
                     value = get(name, _MISSING)
                 if value is not _MISSING:
                     call_kwargs[name] = value
-        if self._bound_kwargs:
-            call_kwargs.update(self._bound_kwargs)
+        if bound:
+            call_kwargs.update(bound)
         if kwargs:
             call_kwargs.update(kwargs)
         return positional, call_kwargs
@@ -395,6 +404,17 @@ def _parameter_names(func: Callable[..., Any], inject_context: bool) -> tuple[st
         params = params[1:]
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return tuple(p.name for p in params if p.kind in kinds)
+
+
+@functools.lru_cache(maxsize=4096)
+def _partial_parameter_names(
+    func: Callable[..., Any], nargs: int, keywords: tuple[str, ...], inject_context: bool
+) -> tuple[str, ...]:
+    # A partial's parameters depend on its function and on how many positional arguments and
+    # which keywords it binds, not on their values: tasks made of one function with
+    # functools.partial(f, i) share one entry instead of an inspect.signature call each.
+    stand_in = functools.partial(func, *(None,) * nargs, **dict.fromkeys(keywords))
+    return _parameter_names.__wrapped__(stand_in, inject_context)
 
 
 _OPTION_FIELDS = (
