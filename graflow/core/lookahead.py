@@ -17,13 +17,14 @@ forgotten (its cycle count given back). Unresolved items are not in a checkpoint
 list: a resume re-derives them from their predecessor.
 
 A successor qualifies when it is the only successor of a task that has no timeout, is a
-plain task (not a group) without bound arguments, has no timeout of its own, and appears
-only once in the chain; the frame must have nothing else queued and no retry waiting, and
-the run must have steps left. A successor that takes arguments from the channel (typically
-its predecessor's result, by parameter name) goes without them: the worker resolves them
-from the channel when the item starts, after its predecessor's completion was posted, so it
-sees every write a scheduler-made item would have seen. (A process-pool worker keeps the
-result of the task it ran last, so ``b(a)`` after ``a`` costs no round trip at all.)
+plain task (not a group; bound arguments travel in the worker's copy of the graph), has no
+timeout of its own, and appears only once in the chain; the frame must have nothing else
+queued and no retry waiting, and the run must have steps left. A successor that takes
+arguments from the channel (typically its predecessor's result, by parameter name) goes
+without them: the worker resolves them from the channel when the item starts, after its
+predecessor's completion was posted, so it sees every write a scheduler-made item would have
+seen. (A process-pool worker keeps the result of the task it ran last, so ``b(a)`` after
+``a`` costs no round trip at all.)
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class ChainLookahead:
             return None
         data = sched.nodes.get(task_id)
         exe = None if data is None else data.get("task")
-        if type(exe) is not TaskWrapper or exe.timeout_s is not None or exe._bound_kwargs:
+        if type(exe) is not TaskWrapper or exe.timeout_s is not None:
             return None
         return task_id, exe
 

@@ -7,14 +7,16 @@ their function and options, and only differ by id. ``PackedGraph`` sends those a
 
     ids      ["t0", "t1", ..., "g"]          every node, in order
     kinds    [0, 0, ..., GROUP]              a shape index, or OTHER / GROUP / EMPTY
-    shapes   [(func, options, pending)]      one per distinct function and option set
+    shapes   [(func, options, pending, keys)] one per function, option set and bound names
+    bound    [(values of keys), ...]         per plain task with bound arguments, in order
     others   [executable, ...]               any other node, pickled as it is
     groups   [(state, [member ids]), ...]    parallel groups, members by id
 
 and the receiver builds each plain task from its shape's attributes in one dict update.
-A plain task is an exact ``TaskWrapper`` with no bound arguments, no iteration data and no
-attributes beyond its own. Everything else (and a group with a member that is not a node
-of its own) is pickled as before.
+A plain task is an exact ``TaskWrapper`` with no iteration data and no attributes beyond its
+own; the fan-out idiom ``echo(task_id=f"t{i}", i=i)`` makes thousands of them with bound
+arguments, which travel as a column of values beside the shape's names. Everything else
+(and a group with a member that is not a node of its own) is pickled as before.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class PackedGraph:
         ids = list(nodes)
         kinds: list[int] = []
         shapes: list[tuple[Any, ...]] = []
+        bound: list[tuple[Any, ...]] = []
         shape_index: dict[tuple[Any, ...], int] = {}
         others: list[Executable] = []
         groups: list[tuple[dict[str, Any], list[str]]] = []
@@ -79,6 +82,8 @@ class PackedGraph:
                     index = shape_index[key] = len(shapes)
                     shapes.append(key)
                 kinds.append(index)
+                if key[3]:
+                    bound.append(tuple(task._bound_kwargs.values()))
                 continue
             members = _member_ids(task, nodes)
             if members is not None:
@@ -89,19 +94,24 @@ class PackedGraph:
                 continue
             others.append(task)
             kinds.append(OTHER)
-        return (_unpack, (ids, kinds, shapes, others, groups, self.graph.edges))
+        return (_unpack, (ids, kinds, shapes, bound, others, groups, self.graph.edges))
 
 
 def _shape_key(task: Any, node_id: str) -> tuple[Any, ...] | None:
-    """(function, options, pending registration) of a plain task, else None."""
-    if type(task) is not TaskWrapper or task._bound_kwargs or task._iteration_args:
+    """(function, options, pending registration, bound names) of a plain task, else None."""
+    if type(task) is not TaskWrapper or task._iteration_args:
         return None
     state = task.__dict__
     if task._task_id != node_id or not state.keys() <= _WRAPPER_FIELDS:
         return None
     if state.get("__annotations__") != getattr(task.func, "__annotations__", {}):
         return None
-    return (task.func, _get_options(task), state.get("_pending_registration", False))
+    return (
+        task.func,
+        _get_options(task),
+        state.get("_pending_registration", False),
+        tuple(task._bound_kwargs),
+    )
 
 
 def _member_ids(task: Any, nodes: dict[str, dict[str, Any]]) -> list[str] | None:
@@ -117,7 +127,9 @@ def _member_ids(task: Any, nodes: dict[str, dict[str, Any]]) -> list[str] | None
     return ids
 
 
-def _shape_state(func: Any, options: tuple[Any, ...], pending: bool) -> dict[str, Any]:
+def _shape_state(
+    func: Any, options: tuple[Any, ...], pending: bool, keys: tuple[str, ...]
+) -> dict[str, Any]:
     """The attributes every plain task of one shape has (see TaskWrapper.__reduce__)."""
     state: dict[str, Any] = {"func": func}
     state.update(zip(_OPTION_FIELDS, options, strict=True))
@@ -158,11 +170,14 @@ def _build(
     ids: list[str],
     kinds: list[int],
     shapes: list[tuple[Any, ...]],
+    bound: list[tuple[Any, ...]],
     others: list[Executable],
     groups: list[tuple[dict[str, Any], list[str]]],
     edges: list[tuple[str, str]],
 ) -> TaskGraph:
     states = [_shape_state(*shape) for shape in shapes]
+    keys = [shape[3] for shape in shapes]
+    bound_iter = iter(bound)
     new = TaskWrapper.__new__
     nodes: dict[str, dict[str, Any]] = {}
     other_iter = iter(others)
@@ -174,7 +189,10 @@ def _build(
             attrs = wrapper.__dict__
             attrs.update(states[kind])
             attrs["_task_id"] = node_id
-            attrs["_bound_kwargs"] = {}
+            names = keys[kind]
+            attrs["_bound_kwargs"] = (
+                dict(zip(names, next(bound_iter), strict=True)) if names else {}
+            )
             attrs["__annotations__"] = dict(attrs["__annotations__"])
             nodes[node_id] = {"task": wrapper}
         elif kind == EMPTY:

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 _MISSING = object()
+_FUNC_ATTRS = ("__name__", "__doc__", "__module__", "__qualname__")
 
 
 def _ensure_registered(exe: Executable) -> None:
@@ -216,7 +217,7 @@ class TaskWrapper(Executable):
         self._bound_kwargs: dict[str, Any] = {}
         self._iteration_args: tuple[Any, ...] = ()
         self._param_names: tuple[str, ...] | None = None
-        for attr in ("__name__", "__doc__", "__module__", "__qualname__"):
+        for attr in _FUNC_ATTRS:
             if hasattr(func, attr):
                 setattr(self, attr, getattr(func, attr))
         self.__annotations__ = dict(getattr(func, "__annotations__", {}))
@@ -253,21 +254,23 @@ class TaskWrapper(Executable):
 
     # -- building variants ------------------------------------------------------------
     def _copy(self, task_id: str, register: bool = True) -> TaskWrapper:
-        clone = TaskWrapper(
-            task_id,
-            self.func,
-            inject_context=self.inject_context,
-            inject_llm_client=self.inject_llm_client,
-            inject_llm_agent=self.inject_llm_agent,
-            register_to_context=register,
-            handler_type=self.handler_type,
-            resolve_keyword_args=self.resolve_keyword_args,
-            max_cycles=self.max_cycles,
-            max_retries=self.max_retries if self.retry_policy is None else None,
-            retry_policy=self.retry_policy,
-            timeout_s=self.timeout_s,
-        )
-        clone._bound_kwargs = dict(self._bound_kwargs)
+        # What __init__ would make of this task's function and options, without checking
+        # them again: fan-outs bind thousands of instances of one task. The parameter
+        # names carry over (same function, same inject_context).
+        clone = TaskWrapper.__new__(TaskWrapper)
+        state = clone.__dict__
+        state.update(zip(_OPTION_FIELDS, _get_options(self), strict=True))
+        state["_task_id"] = task_id
+        func = state["func"] = self.func
+        state["_bound_kwargs"] = dict(self._bound_kwargs)
+        state["_iteration_args"] = ()
+        state["_param_names"] = self._param_names
+        for attr in _FUNC_ATTRS:
+            value = getattr(func, attr, _MISSING)
+            if value is not _MISSING:
+                state[attr] = value
+        state["__annotations__"] = dict(getattr(func, "__annotations__", {}))
+        _register_new(clone, register)
         return clone
 
     def bind(self, task_id: str | None = None, **kwargs: Any) -> TaskWrapper:

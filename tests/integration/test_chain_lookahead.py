@@ -256,3 +256,35 @@ def test_a_successor_that_kills_its_worker_ends_in_worker_lost(tmp_path: Path) -
         sup.run(wf, start="first", timeout_s=60)
     assert info.value.task_id == "crash"
     assert marks.read_text().count("x") == 3
+
+
+@task(inject_context=True)
+def _bound_step(ctx: Any, previous: str | None, add: int) -> tuple[int, int]:
+    """One hop of a chain of bound instances: reads its predecessor with get_result."""
+    ctx.get_channel().atomic_add(f"runs.{ctx.task_id}", 1)
+    total = 0 if previous is None else ctx.get_result(previous)[1]
+    return os.getpid(), total + add
+
+
+def test_bound_instances_run_ahead_with_their_arguments(
+    run_on: Runner, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    ahead: list[str] = []
+    submit_after = ProcessBackend.submit_after
+
+    def counting(self: ProcessBackend, item: Any, exe: Any, parent: int) -> None:
+        ahead.append(item.task_id)
+        submit_after(self, item, exe, parent)
+
+    monkeypatch.setattr(ProcessBackend, "submit_after", counting)
+    ids = [f"b{i}" for i in range(30)]
+    with workflow("bound-chain") as wf:
+        chain(*[_bound_step(task_id=t, previous=ids[i - 1] if i else None, add=i)
+                for i, t in enumerate(ids)])  # fmt: skip
+    result = run_on(wf, start="b0")
+    assert [result.results[t][1] for t in ids] == [sum(range(i + 1)) for i in range(30)]
+    assert _runs(result, ids) == dict.fromkeys(ids, 1)
+    if request.node.callspec.params["run_on"] != "inprocess":
+        # On the pool every task but the first went out with its predecessor.
+        assert ahead == ids[1:]
+        assert len({result.results[t][0] for t in ids}) == 1
