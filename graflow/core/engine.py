@@ -39,7 +39,13 @@ from graflow.core.handlers.direct import DirectTaskHandler
 from graflow.core.lookahead import ChainLookahead, lookahead_depth
 from graflow.core.policy import GroupExecutionPolicy, StrictGroupPolicy, resolve_group_policy
 from graflow.core.spec import CheckpointRequest, Command, CommandKind, Completion, WorkItem
-from graflow.core.task import Executable, ParallelGroup, SequentialTask, TaskWrapper
+from graflow.core.task import (
+    Executable,
+    ParallelGroup,
+    SequentialTask,
+    TaskWrapper,
+    group_members_key,
+)
 from graflow.core.workflow import get_current_workflow_context
 from graflow.exceptions import (
     ConfigError,
@@ -934,7 +940,9 @@ class _Scheduler:
                 self._fail_frame(parent, as_runtime_error(exc))
                 return
         self._forget_failed_results(run)
-        self.context.set_result(group.task_id, None)
+        self.context.set_result(group.task_id, None)  # None, as upstream
+        # A successor's parameter named after the group receives {member_id: result}.
+        self.context.channel.set(group_members_key(group.task_id), list(run.member_ids))
         self._finish(parent, group.task_id, None, goto=False)
 
     def _forget_failed_results(self, run: _GroupRun) -> None:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from graflow.channels.base import Deferred
 from graflow.core.policy import canonicalize_group_policy
 from graflow.core.retry import RetryPolicy
 from graflow.core.scope import current_task_context
@@ -38,6 +39,54 @@ __all__ = [
 
 _MISSING = object()
 _FUNC_ATTRS = ("__name__", "__doc__", "__module__", "__qualname__")
+
+
+def group_members_key(group_id: str) -> str:
+    """The channel key that lists a finished group's member ids, in member order."""
+    return f"{group_id}.__members__"
+
+
+def group_results(get: Callable[..., Any], group_id: str, default: Any) -> Any:
+    """``{member_id: result}`` of the finished group ``group_id``, in member order (members
+    without a stored result, e.g. failed under a tolerant policy, are left out); ``default``
+    when ``group_id`` names no finished group. ``get`` is a channel's ``get``."""
+    members = get(group_members_key(group_id), None)
+    if members is None:
+        return default
+    results: dict[str, Any] = {}
+    for member_id in members:
+        value = get(member_id + ".__result__", _MISSING)
+        if isinstance(value, Deferred):
+            value = value.resolve()
+        if value is None:
+            value = group_results(get, member_id, None)  # a nested group
+        if value is not _MISSING:
+            results[member_id] = value
+    return results
+
+
+def _check_bound(task_id: str, kwargs: dict[str, Any]) -> None:
+    """TypeError when a task object is bound where its result was meant (#18)."""
+    for name, value in kwargs.items():
+        items = value if isinstance(value, list | tuple | set) else (value,)
+        found = next((v for v in items if isinstance(v, Executable)), None)
+        if found is None:
+            continue
+        if isinstance(found, ParallelGroup):
+            fix = (
+                f"name the parameter after the group ({found.task_id!r}) and put the group "
+                f"before this task: it receives {{member_id: result}}"
+            )
+        else:
+            fix = (
+                f"name the parameter after the task ({found.task_id!r}) and put it before this "
+                "task, or pass task ids and read them with ctx.get_result; a group's members' "
+                "results arrive as {member_id: result} in a parameter named after the group"
+            )
+        raise TypeError(
+            f"{task_id}({name}=...) binds a task object, not its result, and a task sees only "
+            f"values: {fix}"
+        )
 
 
 def _ensure_registered(exe: Executable) -> None:
@@ -276,6 +325,7 @@ class TaskWrapper(Executable):
     def bind(self, task_id: str | None = None, **kwargs: Any) -> TaskWrapper:
         """A new task instance of the same function with ``kwargs`` bound."""
         name = getattr(self.func, "__name__", "task")
+        _check_bound(self._task_id, kwargs)
         instance = self._copy(task_id or f"{name}_{uuid.uuid4().hex[:8]}")
         instance._bound_kwargs.update(kwargs)
         return instance
@@ -328,7 +378,9 @@ class TaskWrapper(Executable):
                 if name in bound:  # the bound value wins: no channel look-up for it
                     continue
                 value = get(name + ".__result__", _MISSING)
-                if value is _MISSING:
+                if value is None:  # a group's own result: take its members' instead (#18)
+                    value = group_results(get, name, None)
+                elif value is _MISSING:
                     value = get(name, _MISSING)
                 if value is not _MISSING:
                     call_kwargs[name] = value
