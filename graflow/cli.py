@@ -234,6 +234,12 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     run.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     run.add_argument("--quiet", action="store_true", help="no progress, no output on success")
     run.add_argument("--no-progress", action="store_true", help="no live progress line")
+    run.add_argument(
+        "--history",
+        metavar="off|PATH",
+        help="record the run in this SQLite file, or nowhere (or GRAFLOW_HISTORY; default: "
+        "$XDG_STATE_HOME/graflow/history.db, in Redis for --redis runs)",
+    )
     _add_run_checkpoint(run)
     _add_run_metrics(run)
     run.set_defaults(handler="graflow.ops.run:run_command")
@@ -397,6 +403,41 @@ def _graph_command(args: argparse.Namespace, env: Settings, console: Console) ->
     return EXIT_OK
 
 
+_RUNS_EXAMPLE = """examples:
+  graflow runs list --status failed --limit 5
+  graflow runs show 3f2a9c        # a unique prefix of the run id is enough
+  graflow runs list --redis redis://redis:6379/0 --workflow nightly --json
+"""
+
+
+def _add_runs(sub: Any, common: argparse.ArgumentParser) -> None:
+    runs = sub.add_parser(
+        "runs",
+        parents=[common],
+        help="list recorded runs, or show one task by task",
+        description="The run history: local runs in SQLite, Redis runs in Redis.",
+        epilog=_RUNS_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, text in (("list", "recent runs, live ones first"), ("show", "one run's tasks")):
+        action = actions.add_parser(name, parents=[common], help=text, description=text)
+        if name == "show":
+            action.add_argument("run_id", metavar="RUN_ID", help="a run id or a unique prefix")
+            action.add_argument("--timeline", action="store_true", help="bars even off a tty")
+        else:
+            action.add_argument("--status", help="only runs in this state (failed, running...)")
+            action.add_argument("--workflow", metavar="NAME", help="only this workflow's runs")
+            action.add_argument("--limit", metavar="N", type=_at_least(1, int), default=20)
+        action.add_argument(
+            "--redis", metavar="URL", help="the history of Redis runs: " + _URL_HELP
+        )
+        _tls_options(action)
+        action.add_argument("--history", metavar="PATH", help="SQLite file (or GRAFLOW_HISTORY)")
+        action.add_argument("--json", action="store_true", help="print JSON instead of text")
+        action.set_defaults(handler="graflow.history.command:runs_command")
+
+
 def _add_graph(sub: Any, common: argparse.ArgumentParser) -> None:
     graph = sub.add_parser(
         "graph",
@@ -422,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common(argparse.SUPPRESS)  # after the command name: same flags, no reset
-    for add in (_add_run, _add_supervisor, _add_status, _add_dlq, _add_graph):
+    for add in (_add_run, _add_supervisor, _add_status, _add_dlq, _add_graph, _add_runs):
         add(sub, common)
     return parser
 

@@ -104,6 +104,12 @@ class Settings:
     redis_ca_cert: str | None = None
     redis_cert: str | None = None
     redis_key: str | None = None
+    history: str | None = None
+    """Where runs are recorded (``GRAFLOW_HISTORY``): ``off``, a SQLite file, None: default."""
+    state_dir: str | None = None
+    """Where per-user state (the run history) goes: ``$XDG_STATE_HOME`` when set."""
+    ui_token: str | None = None
+    """The token ``graflow ui`` asks for on an address other than loopback."""
 
     def __post_init__(self) -> None:
         if self.processes is not None and self.processes < 1:
@@ -149,6 +155,9 @@ class Settings:
             redis_ca_cert=env.get("GRAFLOW_REDIS_CA_CERT") or None,
             redis_cert=env.get("GRAFLOW_REDIS_CERT") or None,
             redis_key=env.get("GRAFLOW_REDIS_KEY") or None,
+            history=env.get("GRAFLOW_HISTORY") or None,
+            state_dir=env.get("XDG_STATE_HOME") or None,
+            ui_token=env.get("GRAFLOW_UI_TOKEN") or None,
         )
 
     def __repr__(self) -> str:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from graflow.channels.base import Channel
-from graflow.config import RedisTLS, signing_secret
+from graflow.config import RedisTLS, Settings, signing_secret
 from graflow.core.checkpoint import Checkpointer
 from graflow.core.context import ExecutionContext
 from graflow.core.engine import RunStats, WorkflowEngine
@@ -19,6 +20,8 @@ from graflow.core.steps import DEFAULT_MAX_STEPS, check_max_steps, limit_steps
 from graflow.core.task import Executable, ParallelGroup, SequentialTask
 from graflow.core.workflow import WorkflowContext
 from graflow.exceptions import ConfigError, MaxStepsExceeded, UnknownTaskError
+from graflow.history.location import HistoryChoice, open_store
+from graflow.history.recorder import Recorder
 from graflow.mp.supervisor import Supervisor
 from graflow.redis.backend import StoredValue
 from graflow.redis.producer import run_on_redis
@@ -87,11 +90,13 @@ def execute_run(
     engine: WorkflowEngine | None = None,
     checkpoint: Checkpointer | str | None = None,
     tracer: Tracer | None = None,
+    history: HistoryChoice = None,
 ) -> RunResult:
     """Run ``target`` on ``supervisor`` (None: in this process) and collect a RunResult.
 
     With ``checkpoint`` (a Checkpointer, or a path resumed if it holds this run) the run is
-    saved there, or resumed from it (see ``graflow.run``).
+    saved there, or resumed from it (see ``graflow.run``); ``history`` chooses where the run
+    is recorded (see ``graflow.run``).
     """
     graph, start_node = resolve_target(target, start)
     check_max_steps(max_steps)
@@ -105,6 +110,9 @@ def execute_run(
         context.tracer = tracer
     handlers = engine.handlers if engine is not None else None
     progress = engine.on_progress if engine is not None else None
+    observer = engine.observer if engine is not None else None
+    if observer is None:
+        observer = recorder_for(target, history, "inprocess" if supervisor is None else "pool")
     if supervisor is None:
         if timeout_s is not None:
             raise ConfigError("timeout_s needs worker processes (processes >= 1)")
@@ -112,6 +120,7 @@ def execute_run(
         if handlers:
             run_engine.handlers.update(handlers)
         run_engine.on_progress = progress
+        run_engine.observer = observer
         with _partial_result():
             value, stats = run_engine.run(context, checkpointer=checkpoint)
     else:
@@ -120,6 +129,7 @@ def execute_run(
         if handlers:
             run_engine.handlers.update(handlers)
         run_engine.on_progress = progress
+        run_engine.observer = observer
         with supervisor.signals_drain(backend), _partial_result():
             value, stats = run_engine.run(context, checkpointer=checkpoint)
     return _collect(context, value, stats)
@@ -135,6 +145,28 @@ def _partial_result() -> Iterator[None]:
         if isinstance(exc.context, ExecutionContext):
             exc.result = _collect(exc.context, None, stats)
         raise
+
+
+def recorder_for(
+    target: Any,
+    history: HistoryChoice,
+    backend: str,
+    redis_url: str | None = None,
+    redis_tls: RedisTLS | None = None,
+    *,
+    label: str | None = None,
+) -> Recorder | None:
+    """The Recorder of a run of ``target`` (None: history is off); see ``graflow.run``.
+
+    ``label`` names the target in the record (``graflow run``'s TARGET); by default the
+    script that runs it.
+    """
+    store = open_store(history, Settings.from_env(), redis_url=redis_url, redis_tls=redis_tls)
+    if store is None:
+        return None
+    if label is None:
+        label = getattr(sys.modules.get("__main__"), "__file__", None) or ""
+    return Recorder(store, workflow=_name_of(target), target=label, backend=backend)
 
 
 def _new_context(
@@ -263,6 +295,7 @@ def run(
     resume: bool | None = None,
     fresh: bool = False,
     tracer: Tracer | None = None,
+    history: HistoryChoice = None,
 ) -> RunResult:
     """Run a workflow on a pool of ``processes`` worker processes and return its RunResult.
 
@@ -285,6 +318,11 @@ def run(
     CheckpointError. ``fresh=True`` starts over whatever it holds.
 
     ``tracer`` (a graflow.trace.Tracer) is told about the run, its tasks and groups.
+
+    ``history`` is where the run is recorded (``graflow runs``, ``graflow ui``): ``"off"``
+    or False for nowhere, a path for that SQLite file, None for ``GRAFLOW_HISTORY`` or else
+    the default (the run's Redis for Redis runs, ``$XDG_STATE_HOME/graflow/history.db``
+    otherwise). ``engine.observer``, when set, is told of the run instead.
     """
     if processes is not None and processes < 0:
         raise ConfigError(f"processes must be >= 0, got {processes}")
@@ -305,6 +343,7 @@ def run(
             )
         graph, start_node = resolve_target(target, start)
         check_max_steps(max_steps)
+        engine = _observed(engine, target, history, redis, redis_tls)
         with _partial_result():
             context, value, stats = run_on_redis(
                 graph,
@@ -330,6 +369,7 @@ def run(
         "engine": engine,
         "checkpoint": checkpointer,
         "tracer": tracer,
+        "history": history,
     }
     if processes == 0:
         if start_method is not None:
@@ -339,3 +379,24 @@ def run(
     resolve_target(target, start)  # a bad target fails here, before any process is forked
     with Supervisor(count, start_method=start_method) as supervisor:
         return execute_run(target, supervisor=supervisor, **run_options)
+
+
+def _observed(
+    engine: WorkflowEngine | None,
+    target: Any,
+    history: HistoryChoice,
+    redis_url: str,
+    redis_tls: RedisTLS | None,
+) -> WorkflowEngine | None:
+    """``engine`` with an observer recording a Redis run (a new engine if needed)."""
+    if engine is not None and engine.observer is not None:
+        return engine
+    recorder = recorder_for(target, history, "redis", redis_url, redis_tls)
+    if recorder is None:
+        return engine
+    observed = WorkflowEngine()
+    if engine is not None:
+        observed.handlers.update(engine.handlers)
+        observed.on_progress = engine.on_progress
+    observed.observer = recorder
+    return observed

@@ -27,6 +27,13 @@ from tests.redis_servers import ClusterServers, TLSServer
 _START_DEADLINE_S = 10.0
 _STOP_DEADLINE_S = 10.0
 
+# Runs record their history under $XDG_STATE_HOME (graflow.history): keep every test's runs,
+# and those of the processes tests start, out of the real home, in one directory per test
+# process that goes when the process ends.
+_STATE_DIR = tempfile.TemporaryDirectory(prefix="graflow-test-state-")
+os.environ["XDG_STATE_HOME"] = _STATE_DIR.name
+os.environ.pop("GRAFLOW_HISTORY", None)
+
 
 @pytest.fixture(autouse=True)
 def _no_current_workflow() -> Iterator[None]:

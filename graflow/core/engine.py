@@ -37,6 +37,7 @@ from graflow.core.cycle import base_task_id
 from graflow.core.handler import TaskHandler, TaskResult
 from graflow.core.handlers.direct import DirectTaskHandler
 from graflow.core.lookahead import ChainLookahead, lookahead_depth
+from graflow.core.observer import RunObserver
 from graflow.core.policy import GroupExecutionPolicy, StrictGroupPolicy, resolve_group_policy
 from graflow.core.spec import CheckpointRequest, Command, CommandKind, Completion, WorkItem
 from graflow.core.task import (
@@ -159,6 +160,8 @@ class WorkflowEngine:
         """Called in the driver with a run's counters (run_id, done, failed, retries, running,
         queued) at most every ``progress_interval_s``, between scheduling steps."""
         self.progress_interval_s = 0.1
+        self.observer: RunObserver | None = None
+        """Told of every state change of the runs this engine drives (graflow.history)."""
 
     def register_handler(self, handler_type: str, handler: TaskHandler) -> None:
         """Make ``handler`` run the tasks declared with ``@task(handler=handler_type)``."""
@@ -229,6 +232,7 @@ class _Scheduler:
         self.dynamic_counted = 0  # of dynamic_nodes, those a growing max_steps counted
         self.configured: set[str] = set()  # tasks whose own cycle/retry settings are applied
         self.on_progress = engine.on_progress
+        self.observer = engine.observer
         self.next_progress = 0.0
         self.checkpointer: Checkpointer | None = None
         self.failed_task: str | None = None  # the root task whose failure ended the run
@@ -302,6 +306,19 @@ class _Scheduler:
 
     # -- entry points -----------------------------------------------------------------
     def run(self, start_task_id: str | None) -> Any:
+        observer = self.observer
+        if observer is None:
+            return self._run(start_task_id)
+        observer.run_started(self.context.session_id, self.graph)
+        try:
+            value = self._run(start_task_id)
+        except BaseException as exc:
+            observer.run_finished(exc)
+            raise
+        observer.run_finished(None)
+        return value
+
+    def _run(self, start_task_id: str | None) -> Any:
         if start_task_id is not None:
             self.root.queue.appendleft(start_task_id)
         self._mark_ready(self.root)
@@ -397,7 +414,10 @@ class _Scheduler:
                     break
                 self._sleep_until_timer()
                 continue
-            for completion in self._wait(self._timer_timeout()):
+            completions = self._wait(self._timer_timeout())
+            if self.observer is not None:
+                self.observer.tasks_done(completions)
+            for completion in completions:
                 self._apply(completion)
             if self.timers:
                 self._fire_timers()
@@ -492,6 +512,8 @@ class _Scheduler:
             backend = self.backend if not frame.backend else self._backend_of(frame)
             completion = backend.submit(item, exe, frame.inline)
             if completion is not None:
+                if self.observer is not None:
+                    self.observer.tasks_done((completion,))
                 self._apply(completion)
             elif self.lookahead is not None and not frame.backend and self.succ.get(task_id):
                 self.lookahead.extend(self, frame, item)
@@ -515,6 +537,13 @@ class _Scheduler:
     ) -> WorkItem:
         """The work item of ``task_id``'s next attempt (its arguments resolved here if the
         backend wants them so and ``prepare``; else the worker resolves them at start)."""
+        item = self._new_item(task_id, exe, frame, prepare)
+        if self.observer is not None:
+            self.observer.tasks_queued((item,))
+        return item
+
+    def _new_item(self, task_id: str, exe: Executable, frame: _Frame, prepare: bool) -> WorkItem:
+        """``_make_item`` untold to the observer (the caller tells it of a whole batch)."""
         ctx = self.context
         cc = ctx.cycle_controller
         rc = ctx.retry_controller
@@ -792,6 +821,9 @@ class _Scheduler:
             rc.increment(task_id, err)
             self.stats.retries += 1
             delay = rc.get_delay(task_id)
+            if self.observer is not None:
+                attempt = rc.get_retry_count(task_id)
+                self.observer.task_event(task_id, "retried", attempt, f"{err} (in {delay:.3g}s)")
             logger.info(
                 "run %s task %s failed (%s); retry %d/%d in %.3gs",
                 self.context.session_id,
@@ -840,6 +872,7 @@ class _Scheduler:
         run = _GroupRun(group, parent)
         if self.tracer is not None:
             self.tracer.on_parallel_group_start(group.task_id, run.member_ids, self.context)
+        self._group_event(group, "started")
         if not run.member_ids:
             self._finish_group(run)
             return
@@ -870,6 +903,7 @@ class _Scheduler:
         inflight = self.inflight
         submit = self.backend.submit
         count = 0
+        observed: list[WorkItem] | None = [] if self.observer is not None else None
         for member_id in run.member_ids:
             exe = self.nodes.get(member_id, {}).get("task")
             if (
@@ -880,11 +914,15 @@ class _Scheduler:
             ):
                 rest.append(member_id)
                 continue
-            item = self._make_item(member_id, exe, stand_in)
+            item = self._new_item(member_id, exe, stand_in, True)
             inflight[item.seq] = (stand_in, item)
             submit(item, exe, False)
             count += 1
+            if observed is not None:
+                observed.append(item)
         self.pending_by_backend[""] += count
+        if observed and self.observer is not None:  # one note for the whole group
+            self.observer.tasks_queued(observed)
         return rest
 
     @staticmethod
@@ -931,14 +969,17 @@ class _Scheduler:
             try:
                 self._apply_group_policy(run, policy)
             except ParallelGroupError as exc:
+                self._group_event(group, "failed", str(exc))
                 # Why the members failed travels with the group's error to the user (#18);
                 # the group itself is no task run, so it is not counted as a failed one.
                 exc.member_errors = {m: e for m, e in run.outcomes.items() if e is not None}
                 self._on_failure(parent, group.task_id, exc, counted=False)
                 return
             except (ValueError, TypeError) as exc:
+                self._group_event(group, "failed", str(exc))
                 self._fail_frame(parent, as_runtime_error(exc))
                 return
+        self._group_event(group, "succeeded")
         self._forget_failed_results(run)
         self.context.set_result(group.task_id, None)  # None, as upstream
         # A successor's parameter named after the group receives {member_id: result}.
@@ -954,6 +995,11 @@ class _Scheduler:
             for member_id, error in run.outcomes.items():
                 if error is not None:
                     channel.delete(f"{member_id}.__result__")
+
+    def _group_event(self, group: ParallelGroup, state: str, detail: str = "") -> None:
+        if self.observer is not None:
+            attempt = self.context.retry_controller.retry_counts.get(group.task_id, 0)
+            self.observer.task_event(group.task_id, state, attempt, detail)
 
     def _apply_group_policy(self, run: _GroupRun, policy: GroupExecutionPolicy) -> None:
         now = time.time()

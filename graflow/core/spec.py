@@ -103,3 +103,4 @@ class Completion:
     traceback: str | None = None
     stored: bool = field(default=False)  # the value is already in the run's channel
     void: bool = False  # a conditional item that did not run (graflow.core.lookahead)
+    worker: str = ""  # who ran it, for the run's record: "pid 123", "node-a/2"; "" = driver

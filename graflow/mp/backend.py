@@ -333,6 +333,7 @@ class ProcessBackend:
         total = 0.0
         count = 0
         cond = self.cond
+        worker = f"pid {handle.proc.pid}"
         for seq, task_id, ok, value, error, commands, duration, tb in entries:
             item = handle.outstanding.pop(seq, None)
             if item is None:
@@ -347,7 +348,9 @@ class ProcessBackend:
             if ok:
                 ok, value, error = self._result_value(task_id, value)
             self.ready.append(
-                Completion(seq, task_id, ok, value, error, commands, duration, tb, False)
+                Completion(
+                    seq, task_id, ok, value, error, commands, duration, tb, False, worker=worker
+                )
             )
             cond.finished(seq, ok and not commands)
             total += duration

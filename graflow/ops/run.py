@@ -143,6 +143,11 @@ def _execute(
     target = load_target(args.target)
     engine = WorkflowEngine()
     engine.on_progress = watch
+    backend = "redis" if redis_url else "inprocess" if args.processes == 0 else "pool"
+    tls = redis_tls_of(args, env)
+    engine.observer = runner.recorder_for(
+        target, args.history, backend, redis_url, tls, label=args.target
+    )
     return runner.run(
         target,
         start=args.start,

@@ -344,6 +344,7 @@ class RedisBackend:
     def _parse(self, fields: Any) -> list[Completion]:
         try:
             records = self.signer.loads(fields[b"b"])
+            worker = fields.get(b"w", b"").decode(errors="replace")
             completions = []
             for seq, task_id, ok, value, error, commands, duration, tb in records:
                 if ok is None:
@@ -353,7 +354,9 @@ class RedisBackend:
                     ok, value, unusable = value.open(task_id)
                     error = error if unusable is None else unusable
                 completions.append(
-                    Completion(seq, task_id, ok, value, error, commands, duration, tb, True)
+                    Completion(
+                        seq, task_id, ok, value, error, commands, duration, tb, True, worker=worker
+                    )
                 )
             return completions
         except (PoisonMessage, KeyError, TypeError, ValueError) as exc:

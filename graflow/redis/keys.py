@@ -28,6 +28,9 @@ __all__ = [
     "done",
     "graph",
     "handlers",
+    "history",
+    "history_attempts",
+    "history_index",
     "lock",
     "meta",
     "node",
@@ -94,6 +97,21 @@ def done(run_id: str) -> str:
 def meta(run_id: str) -> str:
     """The run's metadata hash (state, start time, driver)."""
     return f"{run_prefix(run_id)}:meta"
+
+
+def history(run_id: str) -> str:
+    """The run's history record (a hash: ``run`` and ``graph``, as JSON)."""
+    return f"{run_prefix(run_id)}:history"
+
+
+def history_attempts(run_id: str) -> str:
+    """The run's task attempts in its history (a hash: seq -> the attempt as JSON)."""
+    return f"{run_prefix(run_id)}:history:attempts"
+
+
+def history_index() -> str:
+    """The recent runs recorded in this Redis (a sorted set: run id by start time)."""
+    return f"{PREFIX}:{{history}}:runs"
 
 
 def channel(run_id: str, key: str) -> str:

@@ -370,7 +370,7 @@ class RedisWorker:
             channel.queue_update(pipe, stored)
         elif stored:
             channel.update(stored)
-        pipe.xadd(keys.done(run_id), {b"b": self._seal(records)})
+        pipe.xadd(keys.done(run_id), {b"b": self._seal(records), b"w": self.consumer})
         pipe.expire(keys.done(run_id), RUN_TTL_S)
         pipe.execute()
 
@@ -520,13 +520,13 @@ class RedisWorker:
             elif results:
                 channel.update(results)
             for blob in blobs:
-                pipe.xadd(keys.done(run_id), {b"b": blob})
+                pipe.xadd(keys.done(run_id), {b"b": blob, b"w": self.consumer})
             pipe.expire(keys.done(run_id), RUN_TTL_S)
         self.queue.queue_ack(pipe, [e.entry_id for e in batch.entries])
 
     def _post(self, run_id: str, blob: bytes) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(keys.done(run_id), {b"b": blob})
+        pipe.xadd(keys.done(run_id), {b"b": blob, b"w": self.consumer})
         pipe.expire(keys.done(run_id), RUN_TTL_S)
         pipe.execute()
 

@@ -70,6 +70,7 @@ def run_on_redis(
     if engine is not None:
         run_engine.handlers.update(engine.handlers)
         run_engine.on_progress = engine.on_progress
+        run_engine.observer = engine.observer
     with drain_on_signals(backend, grace_s):
         value, stats = run_engine.run(context, checkpointer=checkpointer)
     if isinstance(value, StoredValue):
