@@ -405,7 +405,7 @@ def _graph_command(args: argparse.Namespace, env: Settings, console: Console) ->
 
 _RUNS_EXAMPLE = """examples:
   graflow runs list --status failed --limit 5
-  graflow runs show 3f2a9c        # a unique prefix of the run id is enough
+  graflow runs show last          # the latest run; a run id or a unique prefix of one
   graflow runs list --redis redis://redis:6379/0 --workflow nightly --json
 """
 
@@ -423,7 +423,9 @@ def _add_runs(sub: Any, common: argparse.ArgumentParser) -> None:
     for name, text in (("list", "recent runs, live ones first"), ("show", "one run's tasks")):
         action = actions.add_parser(name, parents=[common], help=text, description=text)
         if name == "show":
-            action.add_argument("run_id", metavar="RUN_ID", help="a run id or a unique prefix")
+            action.add_argument(
+                "run_id", metavar="RUN_ID", help="a run id, a unique prefix of one, or 'last'"
+            )
             action.add_argument("--timeline", action="store_true", help="bars even off a tty")
         else:
             action.add_argument("--status", help="only runs in this state (failed, running...)")
@@ -436,6 +438,32 @@ def _add_runs(sub: Any, common: argparse.ArgumentParser) -> None:
         action.add_argument("--history", metavar="PATH", help="SQLite file (or GRAFLOW_HISTORY)")
         action.add_argument("--json", action="store_true", help="print JSON instead of text")
         action.set_defaults(handler="graflow.history.command:runs_command")
+
+
+_UI_EXAMPLE = """examples:
+  graflow ui                                    # http://127.0.0.1:8265/, local runs
+  graflow ui --redis redis://redis:6379/0       # Redis runs, nodes, queues, dead letters
+  GRAFLOW_UI_TOKEN=s3cret graflow ui --host 0.0.0.0   # other machines: a token required
+"""
+
+
+def _add_ui(sub: Any, common: argparse.ArgumentParser) -> None:
+    ui = sub.add_parser(
+        "ui",
+        parents=[common],
+        help="serve the web dashboard (needs graflow[ui])",
+        description="A web dashboard of runs, their graphs and timelines, nodes and queues.",
+        epilog=_UI_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ui.add_argument("--redis", metavar="URL", help="Redis runs, nodes and queues: " + _URL_HELP)
+    _tls_options(ui)
+    ui.add_argument("--history", metavar="PATH", help="SQLite file (or GRAFLOW_HISTORY)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ui.add_argument("--port", type=_port, default=8265, help="port (default 8265)")
+    ui.add_argument("--token", help="required by the pages (or GRAFLOW_UI_TOKEN); must be set "
+                    "for any --host other than loopback")  # fmt: skip
+    ui.set_defaults(handler="graflow.ui.command:ui_command")
 
 
 def _add_graph(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -463,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common(argparse.SUPPRESS)  # after the command name: same flags, no reset
-    for add in (_add_run, _add_supervisor, _add_status, _add_dlq, _add_graph, _add_runs):
+    for add in (_add_run, _add_supervisor, _add_status, _add_dlq, _add_graph, _add_runs, _add_ui):
         add(sub, common)
     return parser
 

@@ -5,19 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
-from typing import Any
 
 from graflow.config import Settings
 from graflow.exceptions import ConfigError
 from graflow.history.location import reader_store
-from graflow.history.model import AttemptRecord, RunDetail, RunRecord
+from graflow.history.model import RunRecord, TaskSummary, summarize_tasks
 from graflow.history.store import HistoryStore
 from graflow.ops import EXIT_OK
 from graflow.ops.console import Console
 from graflow.ops.run import redis_tls_of, redis_url_of
 
-__all__ = ["TaskSummary", "runs_command", "summarize_tasks"]
+__all__ = ["runs_command"]
 
 _BAR_WIDTH = 40
 
@@ -25,7 +23,10 @@ _BAR_WIDTH = 40
 def runs_command(args: argparse.Namespace, env: Settings, console: Console) -> int:
     """``graflow runs list|show``; returns the exit code."""
     redis_url = redis_url_of(args.redis, env)
-    store = reader_store(args.history, env, redis_url=redis_url, redis_tls=redis_tls_of(args, env))
+    # Listing a history that does not exist yet lists no run; showing one is an error.
+    listing = args.action == "list"
+    tls = redis_tls_of(args, env)
+    store = reader_store(args.history, env, redis_url=redis_url, redis_tls=tls, create=listing)
     try:
         if args.action == "list":
             _list(store, args, console)
@@ -68,53 +69,12 @@ def _list_row(run: RunRecord) -> tuple[str, ...]:
     )
 
 
-@dataclass
-class TaskSummary:
-    """One task of a run: its last state, how many attempts, where and when it ran."""
-
-    task_id: str
-    state: str
-    attempts: int
-    worker: str
-    start_offset_s: float | None
-    duration_s: float | None
-    error: str
-    traceback: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """The summary as plain values."""
-        return dict(self.__dict__)
-
-
-def summarize_tasks(detail: RunDetail) -> list[TaskSummary]:
-    """Per task (in the order they were first queued): last state, attempts, worker, times."""
-    by_task: dict[str, list[AttemptRecord]] = {}
-    ordered = sorted(detail.attempts, key=lambda a: (a.queued_at is None, a.queued_at or 0.0))
-    for attempt in ordered:
-        by_task.setdefault(attempt.task_id, []).append(attempt)
-    start = detail.run.started_at
-    out = []
-    for task_id, attempts in by_task.items():
-        last = attempts[-1]
-        first_start = next((a.started_at for a in attempts if a.started_at is not None), None)
-        ran = [a for a in attempts if a.started_at is not None]
-        out.append(
-            TaskSummary(
-                task_id=task_id,
-                state=last.state,
-                attempts=len(ran),
-                worker=last.worker,
-                start_offset_s=None if first_start is None else first_start - start,
-                duration_s=last.duration_s,
-                error=last.error,
-                traceback=last.traceback,
-            )
-        )
-    return out
-
-
 def _show(store: HistoryStore, args: argparse.Namespace, console: Console) -> None:
-    detail = store.get_run(args.run_id)
+    run_id = args.run_id
+    if run_id == "last":
+        recent = store.list_runs(limit=50)
+        run_id = max(recent, key=lambda r: r.started_at).run_id if recent else run_id
+    detail = store.get_run(run_id)
     if detail is None:
         raise ConfigError(
             f"no run {args.run_id!r} in {store.location} (or the prefix names several runs): "

@@ -55,11 +55,13 @@ def reader_store(
     *,
     redis_url: str | None = None,
     redis_tls: RedisTLS | None = None,
+    create: bool = False,
 ) -> HistoryStore:
-    """The store ``graflow runs`` and ``graflow ui`` read: Redis with a URL, else the file."""
+    """The store ``graflow runs`` and ``graflow ui`` read: Redis with a URL, else the file
+    (ConfigError if it does not exist, unless ``create``)."""
     if redis_url is not None:
         return RedisHistory(connect(redis_url, redis_tls), redis_url)
     choice = choice if choice is not None else settings.history
     if choice is None or _is_off(choice):
-        return SqliteHistory(default_path(settings.state_dir), create=False)
-    return SqliteHistory(choice, create=False)
+        return SqliteHistory(default_path(settings.state_dir), create=create)
+    return SqliteHistory(choice, create=create)

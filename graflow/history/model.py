@@ -19,6 +19,8 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "TaskState",
+    "TaskSummary",
+    "summarize_tasks",
     "transitions",
 ]
 
@@ -142,4 +144,49 @@ def transitions(attempt: AttemptRecord) -> list[dict[str, Any]]:
         out.append({"state": TaskState.FAILED.value, "at": attempt.ended_at})
     if attempt.state in FINAL_STATES or attempt.state == TaskState.SKIPPED:
         out.append({"state": attempt.state, "at": attempt.ended_at})
+    return out
+
+
+@dataclass
+class TaskSummary:
+    """One task of a run: its last state, how many attempts, where and when it ran."""
+
+    task_id: str
+    state: str
+    attempts: int
+    worker: str
+    start_offset_s: float | None
+    duration_s: float | None
+    error: str
+    traceback: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as plain values."""
+        return dict(self.__dict__)
+
+
+def summarize_tasks(detail: RunDetail) -> list[TaskSummary]:
+    """Per task (in the order they were first queued): last state, attempts, worker, times."""
+    by_task: dict[str, list[AttemptRecord]] = {}
+    ordered = sorted(detail.attempts, key=lambda a: (a.queued_at is None, a.queued_at or 0.0))
+    for attempt in ordered:
+        by_task.setdefault(attempt.task_id, []).append(attempt)
+    start = detail.run.started_at
+    out = []
+    for task_id, attempts in by_task.items():
+        last = attempts[-1]
+        first_start = next((a.started_at for a in attempts if a.started_at is not None), None)
+        ran = [a for a in attempts if a.started_at is not None]
+        out.append(
+            TaskSummary(
+                task_id=task_id,
+                state=last.state,
+                attempts=len(ran),
+                worker=last.worker,
+                start_offset_s=None if first_start is None else first_start - start,
+                duration_s=last.duration_s,
+                error=last.error,
+                traceback=last.traceback,
+            )
+        )
     return out

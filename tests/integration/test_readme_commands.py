@@ -7,8 +7,8 @@ package ``mypkg`` (``mypkg.flows:nightly`` and ``:sync``) found only because the
 directory is on the path. What a command names that exists only on the user's machine is
 mapped to this test's real counterparts (REWRITES: Redis hosts to real redis-servers,
 certificates to the TLS fixture's, ``/var/lib/...`` into the scratch directory, a dead
-letter's id to one made here). A ``graflow supervisor`` command runs until it serves its
-queue, then gets SIGTERM and must exit 0; every other command must exit 0 by itself.
+letter's id to one made here). A ``graflow supervisor`` or ``graflow ui`` command runs until
+it serves, then gets SIGTERM and must exit 0; every other command must exit 0 by itself.
 SKIPPED lists the few commands a test cannot run, each with the reason.
 """
 
@@ -40,6 +40,7 @@ README = ROOT / "README.md"
 GRAFLOW = shutil.which("graflow")
 SECRET = "readme-commands-" + "0" * 32
 COMMAND_TIMEOUT_S = 180.0
+SERVING = re.compile(r"serving queue|graflow ui on http")  # what the serving commands log
 SERVE_DEADLINE_S = 60.0
 
 # Commands that cannot run inside a test, by how they start; each with the reason.
@@ -197,6 +198,7 @@ REWRITES: list[Rewrite] = [
     _sub(r"(?<![\w/])/var/lib/", lambda d: f"{d.project}/var/lib/"),
     _sub(r"\b1[0-9]{12}-0\b", lambda d: d.dead_letter()),
     _sub(r"--metrics-port 9464", lambda _d: f"--metrics-port {_free_port()}"),
+    _sub(r"graflow ui\b", lambda _d: f"graflow ui --port {_free_port()}"),
     _sub(r" \[[^\]]*\]", lambda _d: ""),  # [--optional parts] of a synopsis
 ]  # fmt: skip
 
@@ -284,11 +286,11 @@ def _serve_then_stop(command: str, dep: Deployment) -> tuple[int, str]:
     log = dep.project / f"serve-{uuid.uuid4().hex[:8]}.log"
     with log.open("w") as err:
         proc = subprocess.Popen(
-            ["bash", "-c", f"exec {command}"], stdout=subprocess.DEVNULL, stderr=err,
+            ["bash", "-c", f"exec env {command}"], stdout=subprocess.DEVNULL, stderr=err,
             text=True, cwd=dep.project, env=_env_for(command, dep), start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + SERVE_DEADLINE_S
-        while "serving queue" not in log.read_text() and proc.poll() is None:
+        while not SERVING.search(log.read_text()) and proc.poll() is None:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.1)
@@ -308,7 +310,7 @@ def test_the_command_runs_as_written(shown: Shown, deployment: Deployment) -> No
     if reason is not None:
         pytest.skip(reason)
     command = rewrite(shown.text, deployment)
-    if command.startswith("graflow supervisor"):
+    if re.search(r"(^|\s)graflow (supervisor|ui)\b", command):
         code, stderr = _serve_then_stop(command, deployment)
         assert code == 0, f"{shown.where}: {command}\n{stderr[-3000:]}"
         return
