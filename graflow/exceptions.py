@@ -12,6 +12,7 @@ __all__ = [
     "BackendUnavailable",
     "BarrierTimeout",
     "CheckpointError",
+    "CheckpointNotFound",
     "CheckpointVersionError",
     "ConfigError",
     "CorruptCheckpoint",
@@ -376,6 +377,10 @@ class CheckpointError(ConfigError):
     def __init__(self, path: str, message: str, cause: BaseException | None = None) -> None:
         super().__init__(f"checkpoint {path}: {message}", cause=cause)
         self.path = path
+
+
+class CheckpointNotFound(CheckpointError, FileNotFoundError):
+    """Raised when there is no checkpoint at the path given to resume from."""
 
 
 class CorruptCheckpoint(CheckpointError):

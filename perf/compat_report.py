@@ -50,6 +50,10 @@ EXAMPLE_FOLDERS = (
 )
 # Examples that need a Docker daemon (upstream's own container handler): not core.
 SKIPPED_EXAMPLES = {"docker_handler.py", "multi_image_docker.py"}
+# Examples whose output depends on chance: only their exit code is compared.
+CHANCE_EXAMPLES = {
+    "07_dynamic_tasks/runtime_dynamic_tasks.py": "its retry demo fails on unseeded random()",
+}
 EXAMPLE_TIMEOUT_S = 180.0
 TEST_TIMEOUT_S = 120
 
@@ -300,10 +304,16 @@ def run_example(target: Target, upstream: Path, scratch: Path, name: str, port: 
 
 
 def compare_examples(
-    upstream: Path, scratch: Path, port: int, ours: Target, oracle: Target | None
+    upstream: Path,
+    scratch: Path,
+    port: int,
+    ours: Target,
+    oracle: Target | None,
+    only: list[str] | None = None,
+    show_diff: bool = False,
 ) -> tuple[int, int]:
     """Run every core example; print one line each; (matching, total)."""
-    names = list_examples(upstream)
+    names = [n for n in list_examples(upstream) if not only or any(o in n for o in only)]
     good = 0
     for name in names:
         mine = run_example(ours, upstream, scratch, name, port)
@@ -312,16 +322,35 @@ def compare_examples(
         if oracle is not None:
             theirs = run_example(oracle, upstream, scratch, name, port)
             same = sorted(mine.lines) == sorted(theirs.lines)
-            ok = ok and same
-            verdict += ", same output" if same else ", OUTPUT DIFFERS"
+            interleaved = not same and _characters(mine.lines) == _characters(theirs.lines)
+            chance = CHANCE_EXAMPLES.get(name)
+            ok = ok and (same or interleaved or chance is not None)
+            if same:
+                verdict += ", same output"
+            elif interleaved:
+                verdict += ", same output (parallel prints interleaved differently)"
+            elif chance is not None:
+                verdict += f", output differs by chance ({chance})"
+            else:
+                verdict += ", OUTPUT DIFFERS"
             verdict += f" (upstream exit {theirs.exit_code})"
-            if not same and os.environ.get("COMPAT_SHOW_DIFF"):
+            if not same and show_diff:
                 _show_diff(theirs.lines, mine.lines)
         if mine.exit_code != 0:
             verdict += f"\n      {mine.stderr_tail.strip().splitlines()[-1:]}"
         good += ok
         print(f"  {'ok ' if ok else 'BAD'} {name}: {verdict}")
     return good, len(names)
+
+
+def _characters(lines: list[str]) -> list[str]:
+    """The printed characters, whitespace dropped, sorted.
+
+    Threads printing at once split and merge each other's lines (``print`` writes the text
+    and the newline separately), so two runs of the same parallel branches print the same
+    characters in different lines.
+    """
+    return sorted("".join(lines).replace(" ", ""))
 
 
 def _show_diff(theirs: list[str], mine: list[str]) -> None:
@@ -364,6 +393,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--examples-only", action="store_true")
     parser.add_argument("--tests-only", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--example", action="append", help="run only examples whose path contains this"
+    )
+    parser.add_argument(
+        "--show-diff", action="store_true", help="print how differing outputs differ"
+    )
     return parser.parse_args(argv)
 
 
@@ -378,7 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.tests_only:
             print("Examples:")
-            good, total = compare_examples(upstream, scratch, server.port, ours, oracle)
+            good, total = compare_examples(
+                upstream, scratch, server.port, ours, oracle, args.example, args.show_diff
+            )
             print(f"examples: {good}/{total} " + ("match upstream" if oracle else "exit 0"))
         if not args.examples_only:
             print("Tests:")

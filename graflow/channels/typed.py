@@ -126,8 +126,10 @@ class TypedChannel(Generic[T]):
         self._channel.set(key, message, ttl)
 
     def send(self, key: str, message: T, ttl: float | None = None) -> None:
-        """Same as ``set``."""
-        self.set(key, message, ttl)
+        """Store ``message``, as ``set`` does; ``TypeError`` if it does not match the schema."""
+        if not self.is_valid(message):
+            raise TypeError(f"Message does not conform to {self._message_type.__name__}")
+        self._channel.set(key, message, ttl)
 
     def get(self, key: str, default: T | None = None) -> T | None:
         """The message under ``key``, or ``default`` when missing or not matching the schema."""
@@ -202,5 +204,7 @@ class ChannelTypeRegistry:
         """Wrap ``channel`` for the type registered under ``name``; ``ConfigError`` if none."""
         message_type = cls._types.get(name)
         if message_type is None:
-            raise ConfigError(f"Unknown message type '{name}'. Registered types: {cls.names()}")
+            raise ConfigError(
+                f"Message type '{name}' not registered; registered types: {cls.names()}"
+            )
         return TypedChannel(channel, message_type)

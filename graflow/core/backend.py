@@ -109,6 +109,7 @@ def _run_item(
         max_retries=item.max_retries,
         task=exe,
         prepared_kwargs=item.kwargs,
+        scheduled=True,
     )
     token = current_task_context.set(task_ctx)
     exe._execution_context = context

@@ -55,6 +55,7 @@ from graflow.core.cycle import base_task_id
 from graflow.core.task import Executable, Task, TaskWrapper
 from graflow.exceptions import (
     CheckpointError,
+    CheckpointNotFound,
     ConfigError,
     CorruptCheckpoint,
     ForeignCheckpoint,
@@ -62,6 +63,7 @@ from graflow.exceptions import (
     GraflowWorkflowCanceledError,
     RunInterrupted,
 )
+from graflow.queue.base import TaskSpec
 
 if TYPE_CHECKING:
     from graflow.core.graph import TaskGraph
@@ -108,11 +110,13 @@ class CheckpointMetadata:
         start_node: str | None = None,
         backend: dict[str, Any] | None = None,
         user_metadata: dict[str, Any] | None = None,
+        *,
+        checkpoint_id: str | None = None,
     ) -> CheckpointMetadata:
-        """Metadata for a checkpoint taken now; the id is ``<session>_<steps>_<unix time>``."""
+        """Metadata for a checkpoint taken now; the id defaults to ``<session>_<steps>_<time>``."""
         now = time.time()
         return cls(
-            checkpoint_id=f"{session_id}_{steps}_{int(now)}",
+            checkpoint_id=checkpoint_id or f"{session_id}_{steps}_{int(now)}",
             session_id=session_id,
             created_at=datetime.fromtimestamp(now, UTC).isoformat(),
             steps=steps,
@@ -169,7 +173,7 @@ def _pending_tasks(context: ExecutionContext, queue: list[str]) -> list[dict[str
             "created_at": now,
             "retry_count": rc.get_retry_count(task_id),
             "max_retries": rc.get_max_retries_for_node(task_id),
-            "last_error": rc.get_last_error(task_id),
+            "last_error": rc.get_last_error_text(task_id),
         }
         for task_id in queue
     ]
@@ -192,7 +196,7 @@ def restore_progress(context: ExecutionContext, state: dict[str, Any], where: st
     context._completed_set = set(completed)
     context.cycle_controller.cycle_counts = cycles
     context.retry_controller.retry_counts = retries
-    context.retry_controller.last_errors = errors
+    context.retry_controller.last_errors = dict(errors)
     task_queue = context.task_queue
     while task_queue.get_next_task() is not None:
         pass
@@ -330,18 +334,78 @@ class CheckpointManager:
         )
         return str(pkl), meta
 
-    @staticmethod
-    def _base(context: ExecutionContext, path: str | None) -> Path:
+    @classmethod
+    def _base(cls, context: ExecutionContext, path: str | None) -> Path:
+        return Path(cls._resolve_base_path(context, path))
+
+    @classmethod
+    def _resolve_base_path(cls, context: ExecutionContext, path: str | None) -> str:
+        """The path the three files share: ``path`` without ``.pkl``, or the default."""
         if path is None:
             session = context.session_id
             name = f"session_{session}_step_{context.steps}_{int(time.time())}"
-            return Path("checkpoints") / session / name
-        if "://" in path:
+            return str(Path("checkpoints") / session / name)
+        cls._require_local(path)
+        return cls._get_base_path(path)
+
+    @staticmethod
+    def _get_base_path(path: str) -> str:
+        """``path`` without a trailing ``.pkl``."""
+        return path[: -len(".pkl")] if path.endswith(".pkl") else path
+
+    @staticmethod
+    def _infer_backend_from_path(path: str | None) -> str:
+        """Where a path points: ``"redis"``, ``"s3"`` (by URL scheme) or ``"local"``."""
+        if path and "://" in path:
+            return path.split("://", 1)[0].lower()
+        return "local"
+
+    @classmethod
+    def _require_local(cls, path: str) -> None:
+        backend = cls._infer_backend_from_path(path)
+        if backend != "local":
             raise NotImplementedError(
-                f"checkpoint path {path!r}: CheckpointManager writes local files only "
-                "(graflow.run(checkpoint='redis://...') keeps a run's checkpoint in Redis)"
+                f"checkpoint path {path!r}: CheckpointManager keeps {backend} checkpoints "
+                "nowhere but local files (graflow.run(checkpoint='redis://...') keeps a run's "
+                "checkpoint in Redis)"
             )
-        return Path(path[: -len(".pkl")] if path.endswith(".pkl") else path)
+
+    @staticmethod
+    def _generate_checkpoint_id(context: ExecutionContext) -> str:
+        """``<session_id>_<steps>_<unix time>``."""
+        return f"{context.session_id}_{context.steps}_{int(time.time())}"
+
+    @staticmethod
+    def _serialize_task_spec(spec: TaskSpec) -> dict[str, Any]:
+        """A queued task as plain data (its executable stays in the graph)."""
+        return {
+            "task_id": spec.task_id,
+            "status": spec.status.value,
+            "created_at": spec.created_at,
+            "retry_count": spec.retry_count,
+            "max_retries": spec.max_retries,
+            "last_error": spec.last_error,
+        }
+
+    @staticmethod
+    def _deserialize_task_spec(data: dict[str, Any], context: ExecutionContext) -> TaskSpec:
+        """The TaskSpec of ``data`` with its executable taken from ``context``'s graph.
+
+        An id the graph does not know becomes a placeholder ``Task``.
+        """
+        task_id = str(data["task_id"])
+        try:
+            exe = context.graph.get_node(task_id)
+        except KeyError:
+            exe = Task(task_id, register_to_context=False)
+        return TaskSpec(
+            exe,
+            context,
+            created_at=float(data.get("created_at", time.time())),
+            retry_count=int(data.get("retry_count", 0)),
+            max_retries=int(data.get("max_retries", 3)),
+            last_error=data.get("last_error"),
+        )
 
     @classmethod
     def resume_from_checkpoint(cls, path: str) -> tuple[ExecutionContext, CheckpointMetadata]:
@@ -351,11 +415,14 @@ class CheckpointManager:
         that asked for an immediate checkpoint) and then the pending ones; parallel groups in
         progress continue where they were.
         """
+        cls._require_local(path)
         pkl = path if path.endswith(".pkl") or Path(path).is_file() else f"{path}.pkl"
         data = read_file(Path(pkl))
         if data is None:
-            raise CheckpointError(pkl, "does not exist")
+            raise CheckpointNotFound(pkl, "does not exist")
         container = decode(data, pkl)
+        meta_file = _read_json(cls._get_base_path(pkl) + ".meta.json")
+        _read_json(cls._get_base_path(pkl) + ".state.json")
         state = container.state
         if state.get("kind") != "context":
             raise ForeignCheckpoint(
@@ -367,10 +434,28 @@ class CheckpointManager:
         if not isinstance(context, ExecutionContext):
             raise ForeignCheckpoint(pkl, f"holds a {type(context).__name__}, not a run")
         restore_progress(context, state, pkl)
+        context.clear_checkpoint_request()
         context.last_checkpoint_path = pkl
-        meta = CheckpointMetadata.from_dict(state.get("metadata") or {})
+        meta = CheckpointMetadata.from_dict(meta_file or state.get("metadata") or {})
         context.checkpoint_metadata = meta.to_dict()
         return context, meta
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    """The JSON object in ``path`` (None if there is no such file).
+
+    Raises:
+        json.JSONDecodeError: the file is damaged (its message names the file).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise json.JSONDecodeError(f"{path} is damaged: {exc.msg}", exc.doc, exc.pos) from None
+    return value if isinstance(value, dict) else None
 
 
 def read_checkpoint(location: str, options: dict[str, Any] | None = None) -> Container:

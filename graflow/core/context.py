@@ -9,6 +9,7 @@ completion arrives, whichever process the task ran in.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import pickle
 import time
@@ -62,8 +63,12 @@ class TaskExecutionContext:
         max_retries: int | None = None,
         task: Executable | None = None,
         prepared_kwargs: dict[str, Any] | None = None,
+        scheduled: bool = False,
     ) -> None:
         self.task_id = task_id
+        # True when a scheduler runs this task and applies its commands once it returns;
+        # a task run by hand (executing_task, create_task_context) applies them at once.
+        self.scheduled = scheduled
         self.execution_context = execution_context
         cc = execution_context.cycle_controller
         rc = execution_context.retry_controller
@@ -143,14 +148,12 @@ class TaskExecutionContext:
                 target._task_id = f"{task_id}_{target._uid[:8]}"
                 task_id = target._task_id
                 is_new = True
-        self.commands.append(
-            Command(
-                CommandKind.NEXT_TASK,
-                task_id=task_id,
-                executable=executable,
-                goto=goto or not is_new,
-            )
+        command = Command(
+            CommandKind.NEXT_TASK, task_id=task_id, executable=executable, goto=goto or not is_new
         )
+        self.commands.append(command)
+        if not self.scheduled:
+            self.execution_context.apply_next_task(command)
         return task_id
 
     def next_iteration(self, data: Any = None) -> str:
@@ -169,10 +172,16 @@ class TaskExecutionContext:
     def terminate_workflow(self, message: str = "") -> None:
         """End the run normally once this task returns (successors are not run)."""
         self.commands.append(Command(CommandKind.TERMINATE, message=message))
+        if not self.scheduled:
+            self.execution_context._terminate_called = True
+            self.execution_context.ctrl_message = message
 
     def cancel_workflow(self, message: str = "") -> None:
         """Abort the run once this task returns: the run raises GraflowWorkflowCanceledError."""
         self.commands.append(Command(CommandKind.CANCEL, message=message))
+        if not self.scheduled:
+            self.execution_context._cancel_called = True
+            self.execution_context.ctrl_message = message
 
     def checkpoint(
         self,
@@ -208,7 +217,8 @@ class TaskExecutionContext:
         if deferred:
             context.checkpoint_requested = True
             context.checkpoint_metadata = meta
-            context._checkpoint_path = path
+            context.checkpoint_request_metadata = meta
+            context.checkpoint_request_path = path
         self.commands.append(Command(CommandKind.CHECKPOINT, metadata=request))
         return None
 
@@ -265,7 +275,9 @@ class ExecutionContext:
         self.checkpoint_metadata: dict[str, Any] = {}
         self.last_checkpoint_path: str | None = None
         self.checkpoint_requested = False
-        self._checkpoint_path: str | None = None
+        # A deferred checkpoint asked for by the task that ran last (upstream's names).
+        self.checkpoint_request_metadata: dict[str, Any] | None = None
+        self.checkpoint_request_path: str | None = None
         # While a scheduler runs this context (immediate checkpoints and live state need it).
         self._scheduler: Any = None
         # Parallel groups that were in progress when the checkpoint this run resumes was taken.
@@ -389,6 +401,30 @@ class ExecutionContext:
         """A stored task result."""
         return self.channel.get(f"{task_id}.__result__", default)
 
+    def apply_next_task(self, command: Command) -> None:
+        """Add a task scheduled by hand to the graph (if new) and the queue, at once.
+
+        The scheduler does this itself when a task it runs returns; this is for tasks run
+        outside it (``executing_task``, ``push_task_context``), as upstream tests do.
+        """
+        exe = command.executable
+        if exe is None or self._scheduler is not None:
+            return  # a running scheduler applies the task's commands when it returns
+        members = list(exe.tasks) if isinstance(exe, SequentialTask) else [exe]
+        if isinstance(exe, ParallelGroup):
+            members += list(exe.tasks)
+        graph = self.graph
+        for member in members:
+            if member.task_id not in graph.nodes:
+                graph.add_node(member, command.task_id if member is exe else None)
+        if isinstance(exe, SequentialTask):
+            for left, right in itertools.pairwise(exe.tasks):
+                graph.add_edge(left.task_id, right.task_id)
+        target = graph.get_node(command.task_id)
+        self.add_to_queue(target)
+        if command.goto:
+            self._goto_called = True
+
     def add_to_queue(self, executable: Executable) -> None:
         """Enqueue a task of this run."""
         self.task_queue.enqueue(TaskSpec(executable, self))
@@ -437,6 +473,11 @@ class ExecutionContext:
     def push_task_context(self, task_ctx: TaskExecutionContext) -> None:
         """Make ``task_ctx`` current (outside the engine)."""
         self._task_stack.append(task_ctx)
+
+    @property
+    def _task_execution_stack(self) -> list[TaskExecutionContext]:
+        """The task contexts pushed by hand (upstream's name)."""
+        return self._task_stack
 
     def pop_task_context(self) -> TaskExecutionContext | None:
         """Undo ``push_task_context``."""
@@ -502,7 +543,8 @@ class ExecutionContext:
         """Ask for a checkpoint once the running task finished (see ``TaskExecutionContext``)."""
         self.checkpoint_requested = True
         self.checkpoint_metadata = dict(metadata or {})
-        self._checkpoint_path = path
+        self.checkpoint_request_metadata = dict(metadata or {})
+        self.checkpoint_request_path = path
         task_ctx = self.current_task_context
         if task_ctx is not None:
             request = CheckpointRequest(dict(metadata or {}), path)
@@ -511,7 +553,8 @@ class ExecutionContext:
     def clear_checkpoint_request(self) -> None:
         """Forget a requested checkpoint (the engine calls this once it wrote it)."""
         self.checkpoint_requested = False
-        self._checkpoint_path = None
+        self.checkpoint_request_metadata = None
+        self.checkpoint_request_path = None
 
     def get_checkpoint_state(self) -> dict[str, Any]:
         """The run state a checkpoint records (what ``<base>.state.json`` holds), as plain data.
@@ -543,7 +586,7 @@ class ExecutionContext:
             "completed_tasks": list(self.completed_tasks),
             "cycle_counts": dict(self.cycle_controller.cycle_counts),
             "retry_counts": dict(rc.retry_counts),
-            "last_errors": dict(rc.last_errors),
+            "last_errors": rc.error_texts(),
             "backend": {"channel": self.channel_backend, "queue": str(self.queue_backend)},
             "queue": queued,
             "pending_tasks": [
@@ -553,7 +596,7 @@ class ExecutionContext:
                     "created_at": now,
                     "retry_count": rc.get_retry_count(task_id),
                     "max_retries": rc.get_max_retries_for_node(task_id),
-                    "last_error": rc.get_last_error(task_id),
+                    "last_error": rc.get_last_error_text(task_id),
                 }
                 for task_id in queued
             ],
@@ -582,7 +625,9 @@ class ExecutionContext:
         channel_data = state.pop("_channel_data", None)
         queued = state.pop("_queued_ids", [])
         channel = state.pop("_channel_obj", None)
-        state.setdefault("_checkpoint_path", None)
+        state.pop("_checkpoint_path", None)  # the name before checkpoint_request_path
+        state.setdefault("checkpoint_request_metadata", None)
+        state.setdefault("checkpoint_request_path", None)
         state.setdefault("_resume_groups", None)
         state.setdefault("tracer", NoopTracer(False))
         state["_scheduler"] = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from graflow.exceptions import CycleLimitExceededError
+
 __all__ = ["CycleController", "base_task_id"]
 
 _ITERATION_SUFFIX = re.compile(r"(?:_cycle_\d+_[0-9a-f]{8})+$")
@@ -47,6 +49,9 @@ class CycleController:
         """True while another iteration of ``node_id`` fits in its budget."""
         return self.get_cycle_count(node_id) < self.get_max_cycles_for_node(node_id)
 
-    def check_cycle_limit(self, node_id: str) -> bool:
-        """True while ``node_id`` is within its budget."""
-        return self.get_cycle_count(node_id) <= self.get_max_cycles_for_node(node_id)
+    def check_cycle_limit(self, node_id: str) -> None:
+        """Raise CycleLimitExceededError once ``node_id`` has used up its budget."""
+        count = self.get_cycle_count(node_id)
+        limit = self.get_max_cycles_for_node(node_id)
+        if count >= limit:
+            raise CycleLimitExceededError(base_task_id(node_id), count, limit)

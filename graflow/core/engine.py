@@ -174,6 +174,19 @@ class WorkflowEngine:
         """The registered handlers by name."""
         return self._handlers
 
+    def _get_handler(self, task: Executable) -> TaskHandler:
+        """The handler registered for ``task.handler_type`` (UnknownHandlerError if none)."""
+        handler = self._handlers.get(task.handler_type)
+        if handler is None:
+            raise UnknownHandlerError(task.handler_type, list(self._handlers))
+        return handler
+
+    def _execute_task(self, task: Executable, context: ExecutionContext) -> Any:
+        """Run one task through its handler in this thread, outside any scheduling."""
+        handler = self._get_handler(task)
+        with context.executing_task(task):
+            return handler.execute_task(task, context)
+
     def execute(self, context: ExecutionContext, start_task_id: str | None = None) -> Any:
         """Run ``context`` until its queue is empty; return the last root task's result."""
         return _Scheduler(self, context, self._backend).run(start_task_id)
@@ -466,10 +479,12 @@ class _Scheduler:
         delay = self._timer_timeout()
         if delay:
             time.sleep(delay)
-        self._fire_timers()
+        # The earliest retry is due now that we slept for it, whatever the clock says (a
+        # sleep patched out by a test returns at once; looping on the clock would spin).
+        self._fire_timers(at_least=self.timers[0][0] if self.timers else 0.0)
 
-    def _fire_timers(self) -> None:
-        now = time.monotonic()
+    def _fire_timers(self, at_least: float = 0.0) -> None:
+        now = max(time.monotonic(), at_least)
         timers = self.timers
         while timers and timers[0][0] <= now:
             _, _, frame, task_id = heapq.heappop(timers)
@@ -602,10 +617,7 @@ class _Scheduler:
 
     def handler_for(self, exe: Executable) -> TaskHandler:
         """The handler that runs ``exe`` (UnknownHandlerError if not registered)."""
-        handler = self.engine._handlers.get(exe.handler_type)
-        if handler is None:
-            raise UnknownHandlerError(exe.handler_type, list(self.engine._handlers))
-        return handler
+        return self.engine._get_handler(exe)
 
     def _check_step_limit(self) -> None:
         """Say that the run stopped at max_steps; raise MaxStepsExceeded if work was left and
@@ -835,6 +847,11 @@ class _Scheduler:
             )
             if delay <= 0:
                 frame.queue.append(task_id)
+            elif self._is_idle_but(frame):
+                # Nothing else could run meanwhile: wait here, in one sleep of the policy's
+                # delay, as upstream does (tests patch time.sleep and count the calls).
+                time.sleep(delay)
+                frame.queue.append(task_id)
             else:
                 frame.timers += 1
                 heapq.heappush(
@@ -856,6 +873,10 @@ class _Scheduler:
         if frame is self.root:
             self.failed_task = task_id
         self._fail_frame(frame, failure)
+
+    def _is_idle_but(self, frame: _Frame) -> bool:
+        """True if nothing but ``frame``'s failed task is left to run or wait for."""
+        return not (self.inflight or self.ready or self.timers or frame.queue or frame.busy)
 
     def _fail_frame(self, frame: _Frame, error: GraflowRuntimeError) -> None:
         if frame is self.root:

@@ -46,6 +46,13 @@ class NodeView(Mapping[str, dict[str, Any]]):
         return f"NodeView({list(self._nodes)!r})"
 
 
+class EdgeView(list[tuple[str, str]]):
+    """The edges as ``(from, to)`` pairs; also callable, as networkx's ``graph.edges()``."""
+
+    def __call__(self) -> list[tuple[str, str]]:
+        return list(self)
+
+
 class TaskGraph:
     """Directed graph of executables; cycles are allowed (loops are bounded at run time)."""
 
@@ -116,9 +123,9 @@ class TaskGraph:
         return NodeView(self._nodes)
 
     @property
-    def edges(self) -> list[tuple[str, str]]:
-        """Every edge as a ``(from, to)`` pair."""
-        return [(src, dst) for src, succs in self._succ.items() for dst in succs]
+    def edges(self) -> EdgeView:
+        """Every edge as a ``(from, to)`` pair (``graph.edges()`` works too)."""
+        return EdgeView((src, dst) for src, succs in self._succ.items() for dst in succs)
 
     def get_edges(self) -> list[tuple[str, str]]:
         """Every edge as a ``(from, to)`` pair."""

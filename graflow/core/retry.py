@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from graflow.exceptions import ConfigError
+from graflow.exceptions import ConfigError, RetryLimitExceededError
 
 __all__ = ["RetryController", "RetryPolicy"]
 
@@ -50,7 +50,9 @@ class RetryController:
         self.retry_counts: dict[str, int] = {}
         self.node_max_retries: dict[str, int] = {}
         self.node_policies: dict[str, RetryPolicy] = {}
-        self.last_errors: dict[str, str] = {}
+        # The last error per task: the exception itself while the run lives, its text
+        # once restored from a checkpoint.
+        self.last_errors: dict[str, BaseException | str] = {}
 
     def set_node_max_retries(self, node_id: str, max_retries: int) -> None:
         """Give ``node_id`` its own retry budget."""
@@ -82,12 +84,17 @@ class RetryController:
         count = self.retry_counts.get(node_id, 0) + 1
         self.retry_counts[node_id] = count
         if error is not None:
-            self.last_errors[node_id] = str(error)
+            self.last_errors[node_id] = error
         return count
 
-    def check_retry_limit(self, node_id: str) -> bool:
-        """True while ``node_id`` is within its retry budget."""
-        return self.get_retry_count(node_id) <= self.get_max_retries_for_node(node_id)
+    def check_retry_limit(self, node_id: str) -> None:
+        """Raise RetryLimitExceededError once ``node_id`` has used up its retry budget."""
+        count = self.get_retry_count(node_id)
+        limit = self.get_max_retries_for_node(node_id)
+        if count >= limit:
+            last = self.last_errors.get(node_id)
+            error = RuntimeError(last) if isinstance(last, str) else last
+            raise RetryLimitExceededError(node_id, count, limit, error)
 
     def get_delay(self, node_id: str) -> float:
         """Seconds to wait before the next retry of ``node_id`` (0 without a policy)."""
@@ -96,10 +103,26 @@ class RetryController:
             return 0.0
         return policy.get_delay(max(self.get_retry_count(node_id) - 1, 0))
 
-    def get_last_error(self, node_id: str) -> str | None:
-        """The message of the last error that made ``node_id`` retry."""
+    def get_last_error(self, node_id: str) -> BaseException | str | None:
+        """The last error that made ``node_id`` retry (its text after a checkpoint restore)."""
         return self.last_errors.get(node_id)
+
+    def get_last_error_text(self, node_id: str) -> str | None:
+        """The message of the last error that made ``node_id`` retry."""
+        error = self.last_errors.get(node_id)
+        return None if error is None else str(error)
+
+    def error_texts(self) -> dict[str, str]:
+        """Every task's last error message (plain data for checkpoints)."""
+        return {node: str(error) for node, error in self.last_errors.items()}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # An exception may not pickle (or may drag a traceback's frames along): the
+        # pickled controller keeps each last error as its text.
+        state = dict(self.__dict__)
+        state["last_errors"] = self.error_texts()
+        return state
 
     def state(self) -> dict[str, Any]:
         """Plain-data snapshot (for checkpoints)."""
-        return {"retry_counts": dict(self.retry_counts), "last_errors": dict(self.last_errors)}
+        return {"retry_counts": dict(self.retry_counts), "last_errors": self.error_texts()}

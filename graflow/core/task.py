@@ -536,7 +536,7 @@ class SequentialTask(Executable):
 
     def __init__(self, tasks: list[Executable]) -> None:
         if not tasks:
-            raise ValueError("SequentialTask needs at least one task")
+            raise ValueError("SequentialTask requires at least one task")
         self.tasks = list(tasks)
 
     @property
@@ -596,11 +596,15 @@ class ParallelGroup(Executable):
     def _insert_first(self, member: Executable) -> None:
         self.tasks.insert(0, member)
 
+    def _has_successors(self) -> bool:
+        """True if this group's node has an edge out in the current workflow's graph."""
+        return bool(current_workflow_context().graph.successors(self.task_id))
+
     def __or__(self, other: object) -> ParallelGroup:
         right = _check_operand("|", other)
         graph = current_workflow_context().graph
         if isinstance(right, ParallelGroup):
-            if not graph.successors(self.task_id) and not graph.successors(right.task_id):
+            if not self._has_successors() and not graph.successors(right.task_id):
                 self.tasks.extend(right.tasks)
                 if right.task_id in graph and right.task_id != self.task_id:
                     graph.remove_node(right.task_id)
@@ -650,11 +654,49 @@ class ParallelGroup(Executable):
         self.policy = canonicalize_group_policy(policy)
         return self
 
-    def run(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the members (and what follows them inside each branch) to completion."""
-        from graflow.core.engine import WorkflowEngine  # noqa: PLC0415 - engine imports tasks
+    @property
+    def _execution_config(self) -> dict[str, Any]:
+        """The settings ``with_execution`` made, under upstream's keys (a read-only copy).
 
-        WorkflowEngine().run_group(self.get_execution_context(), self)
+        ``backend`` is the backend's name (equal to its ``CoordinationBackend`` member) or
+        None for the default.
+        """
+        return {
+            "backend": self.execution_backend,
+            "backend_config": dict(self.backend_config),
+            "policy": self.policy,
+        }
+
+    @classmethod
+    def detached(cls, group_id: str, tasks: list[Executable]) -> ParallelGroup:
+        """A group of ``tasks`` named ``group_id`` that joins no workflow's graph."""
+        group = cls.__new__(cls)
+        group.tasks = list(tasks)
+        group._auto_named = False
+        group._uid = uuid.uuid4().hex
+        group._task_id = group_id
+        group.execution_backend = None
+        group.backend_config = {}
+        group.policy = "strict"
+        group._workflow_graph = None
+        return group
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the members (and what follows them inside each branch) to completion.
+
+        Goes through ``GroupExecutor.execute_parallel_group``, as upstream's groups do.
+        """
+        # The executor lives beside the coordination backends, which import this module.
+        from graflow.coordination.executor import GroupExecutor  # noqa: PLC0415
+
+        GroupExecutor.execute_parallel_group(
+            self.task_id,
+            self.tasks,
+            self.get_execution_context(),
+            backend=self.execution_backend,
+            backend_config=dict(self.backend_config),
+            policy=self.policy,
+        )
         return None
 
     def __getstate__(self) -> dict[str, Any]:

@@ -317,3 +317,15 @@ def from_spec(spec: dict[str, Any]) -> RedisClient:
             **settings,
         )
     return redis.Redis(**settings)
+
+
+def decodes_responses(made: RedisClient) -> bool:
+    """True if ``made`` returns str rather than bytes."""
+    if isinstance(made, RedisCluster):
+        return bool(made.get_encoder().decode_responses)  # type: ignore[no-untyped-call]
+    return bool(made.connection_pool.connection_kwargs.get("decode_responses"))
+
+
+def client_of(settings: dict[str, Any]) -> redis.Redis:
+    """A client built from plain connection settings (``host``, ``port``, ``db``, ...)."""
+    return redis.Redis(**settings)

@@ -748,7 +748,7 @@ def test_typed_properties(points: TypedChannel[Point], channel: MemoryChannel) -
 def test_typed_set_rejects_non_conforming(points: TypedChannel[Point], bad: Any) -> None:
     with pytest.raises(TypeError, match=r"^Value does not conform to Point$"):
         points.set("p", bad)
-    with pytest.raises(TypeError, match="Value does not conform to Point"):
+    with pytest.raises(TypeError, match="Message does not conform to Point"):
         points.send("p", bad)
     assert not points.exists("p")
 
@@ -835,7 +835,7 @@ def test_registry_create_channel(channel: MemoryChannel) -> None:
     }
     results.send("t1", message)
     assert results.receive("t1") == message
-    with pytest.raises(TypeError, match="Value does not conform to TaskResultMessage"):
+    with pytest.raises(TypeError, match="Message does not conform to TaskResultMessage"):
         results.send("t2", {"task_id": "t2"})
 
 

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import contextvars
+import json
 from typing import Any, TypedDict
 
 import networkx as nx
 import pytest
 
+import graflow.core.engine as engine_module
 import graflow.core.workflow as workflow_module
-from graflow import task, workflow
+from graflow import RetryPolicy, task, workflow
 from graflow.channels.memory import MemoryChannel
-from graflow.channels.typed import _is_typed_dict, _validate_typed_dict
+from graflow.channels.typed import (
+    ChannelTypeRegistry,
+    TypedChannel,
+    _is_typed_dict,
+    _validate_typed_dict,
+)
+from graflow.coordination.executor import GroupExecutor
+from graflow.core.checkpoint import CheckpointManager, CheckpointMetadata
+from graflow.core.context import ExecutionContext
+from graflow.core.engine import WorkflowEngine
+from graflow.core.graph import TaskGraph
 from graflow.core.handler import TaskResult
+from graflow.core.handlers.direct import DirectTaskHandler
 from graflow.core.policy import (
     AtLeastNGroupPolicy,
     BestEffortGroupPolicy,
@@ -20,9 +33,10 @@ from graflow.core.policy import (
     GroupExecutionPolicy,
     resolve_group_policy,
 )
-from graflow.core.task import Executable, ParallelGroup, Task
+from graflow.core.task import Executable, ParallelGroup, SequentialTask, Task, TaskWrapper
 from graflow.core.workflow import WorkflowContext, current_workflow_context
 from graflow.exceptions import ConfigError, ParallelGroupError
+from graflow.queue.base import TaskSpec
 from graflow.utils.graph import build_graph
 
 
@@ -201,3 +215,264 @@ def test_task_graph_offers_a_networkx_view() -> None:
     assert isinstance(view, nx.DiGraph)
     assert list(view.successors("first")) == ["second"]
     assert ("first", "second") in view.edges()
+
+
+# -- dynamic tasks scheduled by hand ---------------------------------------------------------
+
+
+def test_next_task_by_hand_joins_graph_and_queue() -> None:
+
+    context = ExecutionContext.create(TaskGraph(), "start", max_steps=10)
+    context.push_task_context(context.create_task_context("start"))
+    dynamic = TaskWrapper("dynamic_processor", lambda: 1, register_to_context=False)
+    assert context.next_task(dynamic) == "dynamic_processor"
+    assert "dynamic_processor" in context.graph.nodes
+    assert context.queue.to_list() == ["dynamic_processor"]
+    assert not context.goto_called
+    # an id already in the graph is a jump
+    context.next_task(dynamic)
+    assert context.goto_called
+    assert context.queue.to_list() == ["dynamic_processor", "dynamic_processor"]
+
+
+def test_next_iteration_by_hand_adds_the_iteration_node() -> None:
+
+    graph = TaskGraph()
+    graph.add_node(TaskWrapper("counter", lambda data: data, register_to_context=False))
+    context = ExecutionContext.create(graph, "start", max_steps=10)
+    with context.executing_task(graph.get_node("counter")):
+        iteration = context.next_iteration({"count": 1})
+    assert iteration.startswith("counter_cycle_1_")
+    assert iteration in context.graph.nodes
+    assert context.queue.to_list()[-1] == iteration
+
+
+def test_tasks_run_by_the_engine_schedule_through_it_once() -> None:
+    with workflow("engine") as wf:
+
+        @task(inject_context=True)
+        def first(ctx: Any) -> None:
+            ctx.next_task(TaskWrapper("extra", lambda: ctx.get_channel().append("ran", "x")))
+
+    _, context = wf.execute("first", ret_context=True)
+    assert context.get_channel().get("ran") == ["x"]
+    assert "extra" in context.graph.nodes
+
+
+def test_terminate_and_cancel_by_hand_set_the_flags() -> None:
+
+    context = ExecutionContext.create(TaskGraph(), None)
+    context.push_task_context(context.create_task_context("t"))
+    context.terminate_workflow("enough")
+    assert context.terminate_called and context.ctrl_message == "enough"
+    context.cancel_workflow("stop")
+    assert context.cancel_called
+
+
+# -- retry backoff ------------------------------------------------------------------------------
+
+
+def test_backoff_sleeps_once_per_retry_when_nothing_else_can_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+
+    slept: list[float] = []
+    monkeypatch.setattr(engine_module.time, "sleep", slept.append)
+    attempts: list[int] = []
+    with workflow("backoff") as wf:
+
+        @task(
+            retry_policy=RetryPolicy(
+                max_retries=3, initial_interval=1.0, max_interval=5.0, backoff_factor=5.0
+            )
+        )
+        def flaky() -> str:
+            attempts.append(1)
+            if len(attempts) < 4:
+                raise ValueError("not yet")
+            return "ok"
+
+    assert wf.execute("flaky") == "ok"
+    assert slept == [1.0, 5.0, 5.0]
+
+
+def test_backoff_with_a_patched_sleep_does_not_spin_when_others_were_busy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+
+    slept: list[float] = []
+    monkeypatch.setattr(engine_module.time, "sleep", slept.append)
+    attempts: list[int] = []
+    with workflow("busy") as wf:
+
+        @task(retry_policy=RetryPolicy(max_retries=1, initial_interval=30.0))
+        def flaky() -> str:
+            attempts.append(1)
+            if len(attempts) < 2:
+                raise ValueError("not yet")
+            return "ok"
+
+        @task
+        def other() -> str:
+            return "other"
+
+        group = flaky | other
+    wf.execute(group.task_id)
+    assert len(attempts) == 2
+    assert len(slept) <= 2  # one wait for the retry (never a loop of zero-length sleeps)
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+
+
+def test_deferred_checkpoint_request_under_upstream_names(tmp_path: Any) -> None:
+
+    def step(ctx: Any) -> str:
+        ctx.checkpoint(metadata={"stage": "one"}, path=str(tmp_path / "cp"))
+        return "done"
+
+    graph = TaskGraph()
+    graph.add_node(TaskWrapper("step", step, inject_context=True, register_to_context=False))
+    context = ExecutionContext.create(graph, "step")
+    with context.executing_task(graph.get_node("step")):
+        graph.get_node("step").run()
+    assert context.checkpoint_requested
+    assert context.checkpoint_request_metadata is not None
+    assert context.checkpoint_request_metadata["stage"] == "one"
+    assert context.checkpoint_request_path == str(tmp_path / "cp")
+    pkl, _ = CheckpointManager.create_checkpoint(
+        context, path=context.checkpoint_request_path, metadata=context.checkpoint_request_metadata
+    )
+    context.clear_checkpoint_request()
+    assert context.checkpoint_request_metadata is None and not context.checkpoint_requested
+    restored, restored_meta = CheckpointManager.resume_from_checkpoint(pkl)
+    assert restored_meta.user_metadata["stage"] == "one"
+    assert not restored.checkpoint_requested
+
+
+def test_checkpoint_manager_path_helpers() -> None:
+
+    context = ExecutionContext.create(TaskGraph(), None)
+    assert CheckpointManager._infer_backend_from_path(None) == "local"
+    assert CheckpointManager._infer_backend_from_path("a/b.pkl") == "local"
+    assert CheckpointManager._infer_backend_from_path("redis://x") == "redis"
+    assert CheckpointManager._infer_backend_from_path("s3://b/x") == "s3"
+    assert CheckpointManager._get_base_path("/tmp/x.pkl") == "/tmp/x"
+    assert CheckpointManager._get_base_path("x") == "x"
+    assert CheckpointManager._resolve_base_path(context, "/c/p.pkl") == "/c/p"
+    auto = CheckpointManager._resolve_base_path(context, None)
+    assert auto.startswith("checkpoints") and f"step_{context.steps}" in auto
+    checkpoint_id = CheckpointManager._generate_checkpoint_id(context)
+    assert checkpoint_id.startswith(f"{context.session_id}_0_")
+    meta = CheckpointMetadata.create(
+        checkpoint_id="given",
+        session_id="s",
+        steps=1,
+        start_node=None,
+        backend={},
+        user_metadata={},
+    )
+    assert meta.checkpoint_id == "given"
+
+
+def test_checkpoint_manager_errors(tmp_path: Any) -> None:
+
+    with pytest.raises(FileNotFoundError):
+        CheckpointManager.resume_from_checkpoint(str(tmp_path / "missing.pkl"))
+    for url in ("redis://x.pkl", "s3://bucket/x.pkl"):
+        with pytest.raises(NotImplementedError, match=url.split(":")[0]):
+            CheckpointManager.resume_from_checkpoint(url)
+    context = ExecutionContext.create(TaskGraph(), None)
+    for suffix in (".state.json", ".meta.json"):
+        base = tmp_path / f"damaged{suffix.replace('.', '_')}"
+        pkl, _ = CheckpointManager.create_checkpoint(context, path=str(base))
+        (tmp_path / f"{base.name}{suffix}").write_text("not json")
+        with pytest.raises(json.JSONDecodeError, match="is damaged"):
+            CheckpointManager.resume_from_checkpoint(pkl)
+
+
+def test_task_spec_round_trip_takes_the_task_from_the_graph() -> None:
+
+    graph = TaskGraph()
+    graph.add_node(TaskWrapper("a", lambda: 1, register_to_context=False))
+    context = ExecutionContext.create(graph, "a")
+    data = CheckpointManager._serialize_task_spec(TaskSpec(graph.get_node("a"), context))
+    spec = CheckpointManager._deserialize_task_spec(data, context)
+    assert spec.executable is graph.get_node("a")
+    placeholder = CheckpointManager._deserialize_task_spec({"task_id": "gone"}, context)
+    assert isinstance(placeholder.executable, Task) and placeholder.task_id == "gone"
+
+
+# -- smaller upstream names ----------------------------------------------------------------------
+
+
+def test_typed_channel_messages_name_the_operation() -> None:
+
+    points = TypedChannel(MemoryChannel("p"), Point)
+    with pytest.raises(TypeError, match="Message does not conform to Point"):
+        points.send("k", {"x": 1})  # type: ignore[typeddict-item]
+    with pytest.raises(ConfigError, match="Message type 'nope' not registered"):
+        ChannelTypeRegistry.create_channel(MemoryChannel("p"), "nope")
+
+
+def test_engine_runs_one_task_through_its_handler() -> None:
+
+    engine = WorkflowEngine()
+    single = TaskWrapper("single", lambda: "value", register_to_context=False)
+    assert isinstance(engine._get_handler(single), DirectTaskHandler)
+    graph = TaskGraph()
+    graph.add_node(single)
+    context = ExecutionContext.create(graph, "single")
+    assert engine._execute_task(single, context) == "value"
+    assert context.get_result("single") == "value"
+    single.handler_type = "absent"
+    with pytest.raises(ValueError, match="Unknown handler type: absent"):
+        engine._get_handler(single)
+    assert context._task_execution_stack == []
+
+
+def test_parallel_group_run_goes_through_the_group_executor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+
+    calls: list[tuple[Any, ...]] = []
+    with workflow("ge") as wf:
+        left, right = Task("left"), Task("right")
+        group = (left | right).with_execution(backend="direct", backend_config={"n": 1})
+    context = ExecutionContext.create(wf.graph, group.task_id)
+    group.set_execution_context(context)
+    with monkeypatch.context() as patched:
+        patched.setattr(
+            GroupExecutor,
+            "execute_parallel_group",
+            lambda *args, **kwargs: calls.append((args, kwargs)),
+        )
+        group.run()
+    ((args, kwargs),) = calls
+    assert args[0] == group.task_id and [t.task_id for t in args[1]] == ["left", "right"]
+    assert args[2] is context
+    assert kwargs == {"backend": "direct", "backend_config": {"n": 1}, "policy": "strict"}
+    assert group._execution_config == {
+        "backend": "direct",
+        "backend_config": {"n": 1},
+        "policy": "strict",
+    }
+
+    ran: list[str] = []
+
+    members = [TaskWrapper(n, lambda n=n: ran.append(n), register_to_context=False) for n in "xy"]
+    GroupExecutor.execute_parallel_group("loose", members, context, policy="best_effort")
+    assert sorted(ran) == ["x", "y"]
+
+
+def test_graph_details_upstream_reads() -> None:
+
+    with workflow("details") as wf:
+        a, b, c = Task("a"), Task("b"), Task("c")
+        group = a | b
+        assert not group._has_successors()
+        group >> c
+        assert group._has_successors()
+    assert wf.graph.edges() == [(group.task_id, "c")]
+    with pytest.raises(ValueError, match="requires at least one task"):
+        SequentialTask([])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 from typing import Any
 
@@ -16,6 +17,7 @@ from graflow.core.retry import RetryController
 from graflow.core.task import TaskWrapper
 from graflow.exceptions import (
     ConfigError,
+    CycleLimitExceededError,
     GraflowRuntimeError,
     ParallelGroupError,
     RetryLimitExceededError,
@@ -323,15 +325,20 @@ def test_retry_controller_api() -> None:
     assert not rc.accept_retry("a")
     rc.set_node_max_retries("a", 2)
     assert rc.accept_retry("a")
-    assert rc.increment("a", RuntimeError("e1")) == 1
+    first = RuntimeError("e1")
+    assert rc.increment("a", first) == 1
     assert rc.get_retry_count("a") == 1
-    assert rc.get_last_error("a") == "e1"
+    assert rc.get_last_error("a") is first
+    assert rc.get_last_error_text("a") == "e1"
     assert rc.get_delay("a") == 0.0
+    rc.check_retry_limit("a")  # 1 of 2 used: no error
     assert rc.increment("a") == 2
     assert not rc.accept_retry("a")
-    assert rc.check_retry_limit("a")
-    rc.increment("a")
-    assert not rc.check_retry_limit("a")
+    with pytest.raises(RetryLimitExceededError) as info:
+        rc.check_retry_limit("a")
+    assert (info.value.retry_count, info.value.max_retries) == (2, 2)
+    assert info.value.last_error is first
+    assert pickle.loads(pickle.dumps(rc)).get_last_error("a") == "e1"
     policy = RetryPolicy(max_retries=3, initial_interval=0.5)
     rc.set_node_policy("b", policy)
     assert rc.get_policy_for_node("b") is policy
@@ -356,7 +363,9 @@ def test_cycle_controller_api() -> None:
     assert cc.accept_next_cycle("loop")
     cc.increment("loop")
     assert not cc.accept_next_cycle("loop")
-    assert cc.check_cycle_limit("loop")
-    cc.increment("loop")
-    assert not cc.check_cycle_limit("loop")
+    with pytest.raises(CycleLimitExceededError) as info:
+        cc.check_cycle_limit("loop")
+    assert (info.value.task_id, info.value.cycle_count, info.value.max_cycles) == ("loop", 3, 3)
+    cc.set_node_max_cycles("loop", 4)
+    cc.check_cycle_limit("loop")  # 3 of 4 used: no error
     assert CycleController(10).get_max_cycles_for_node("other") == 10
