@@ -239,9 +239,11 @@ class TaskGraph:
         return task_id in self._nodes
 
     def __str__(self) -> str:
-        from graflow.core.export import to_ascii  # noqa: PLC0415 - export imports graph
+        # Drawing code imports the graph module (export.snapshot reads TaskGraphs).
+        from graflow.core.boxes import draw_boxes  # noqa: PLC0415
+        from graflow.core.export import snapshot  # noqa: PLC0415
 
-        return to_ascii(self)
+        return draw_boxes(snapshot(self))
 
     def __repr__(self) -> str:
         return f"TaskGraph(nodes={len(self._nodes)}, edges={len(self.edges)})"

@@ -731,3 +731,14 @@ def parallel(*tasks: Executable) -> ParallelGroup:
     for nxt in tasks[2:]:
         group = group | nxt
     return group
+
+
+def __getattr__(name: str) -> Any:
+    # ``graflow.core.task.GroupExecutor``: upstream defines the group runner beside the task
+    # classes and code patches it there; it lives with the coordination backends here
+    # (which import this module), so the name resolves on first use.
+    if name == "GroupExecutor":
+        from graflow.coordination.executor import GroupExecutor  # noqa: PLC0415
+
+        return GroupExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

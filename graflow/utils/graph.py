@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from graflow.core.export import GraphLike, GraphSnapshot, snapshot, to_ascii, to_dot, to_mermaid
+from graflow.core.boxes import draw_boxes
+from graflow.core.export import GraphLike, GraphSnapshot, snapshot, to_dot, to_mermaid
 from graflow.core.graph import TaskGraph
 from graflow.core.workflow import WorkflowContext, current_workflow_context
 
@@ -75,8 +76,8 @@ def _link(
 
 
 def draw_ascii(graph: GraphLike | GraphSnapshot) -> str:
-    """A layered text drawing of ``graph`` (``"Empty graph"`` when it has no nodes)."""
-    return to_ascii(graph)
+    """The boxed drawing ``print(graph)`` shows (``"Empty graph"`` when it has no nodes)."""
+    return draw_boxes(snapshot(graph))
 
 
 def draw_mermaid(
@@ -139,34 +140,19 @@ def draw_mermaid_png(graph: GraphLike | GraphSnapshot, *args: object, **kwargs: 
 
 
 def show_graph_info(graph: GraphLike | GraphSnapshot) -> None:
-    """Print node and edge counts, start nodes, parallel groups and cycles."""
+    """Print the nodes, the edges and the cycles, as upstream's ``show_graph_info`` does."""
     snap = snapshot(graph)
     cycles = snap.cycles()
-    lines = [
-        "Graph information:",
-        f"  Nodes: {len(snap.nodes)}",
-        f"  Edges: {len(snap.edges)}",
-        f"  Start nodes: {_join(snap.start_nodes())}",
-    ]
-    lines += [f"  Parallel group {g}: {_join(m)}" for g, m in snap.groups.items()]
-    lines.append(f"  Cycles: {len(cycles)}")
-    lines += [f"    {' -> '.join([*cycle, cycle[0]])}" for cycle in cycles]
-    print("\n".join(lines))
+    print("=== Graph Information ===")
+    print(f"Nodes: {list(snap.nodes)}")
+    print(f"Edges: {list(snap.edges)}")
+    print(f"Cycles detected: {[list(c) for c in cycles]}" if cycles else "No cycles detected")
 
 
 def visualize_dependencies(graph: GraphLike | GraphSnapshot) -> None:
-    """Print each node with the nodes it depends on (its predecessors) and its successors."""
+    """Print each node with its successors: ``a >> b >> c``, or ``a (no dependencies)``."""
     snap = snapshot(graph)
-    lines = ["Task dependencies:"]
+    print("=== Dependencies ===")
     for node in snap.nodes:
-        lines.append(f"  {node}")
-        lines.append(f"    depends on: {_join(snap.predecessors(node))}")
-        lines.append(f"    leads to:   {_join(snap.adjacency[node])}")
-        if node in snap.groups:
-            lines.append(f"    runs in parallel: {_join(snap.groups[node])}")
-    print("\n".join(lines))
-
-
-def _join(ids: tuple[str, ...] | list[str]) -> str:
-    """Comma-separated ids, or ``(none)``."""
-    return ", ".join(ids) if ids else "(none)"
+        succs = snap.adjacency[node]
+        print(f"{node} >> {' >> '.join(succs)}" if succs else f"{node} (no dependencies)")

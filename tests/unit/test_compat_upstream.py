@@ -10,6 +10,7 @@ import networkx as nx
 import pytest
 
 import graflow.core.engine as engine_module
+import graflow.core.task as task_module
 import graflow.core.workflow as workflow_module
 from graflow import RetryPolicy, task, workflow
 from graflow.channels.memory import MemoryChannel
@@ -476,3 +477,20 @@ def test_graph_details_upstream_reads() -> None:
     assert wf.graph.edges() == [(group.task_id, "c")]
     with pytest.raises(ValueError, match="requires at least one task"):
         SequentialTask([])
+
+
+def test_group_executor_is_reachable_where_upstream_defines_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert task_module.GroupExecutor is GroupExecutor
+    seen: list[Any] = []
+    monkeypatch.setattr(
+        task_module.GroupExecutor, "execute_parallel_group", lambda *a, **k: seen.append(k)
+    )
+    with workflow("patched") as wf:
+        group = Task("p") | Task("q")
+    group.set_execution_context(ExecutionContext.create(wf.graph, group.task_id))
+    group.run()
+    assert seen == [{"backend": None, "backend_config": {}, "policy": "strict"}]
+    with pytest.raises(AttributeError):
+        _ = task_module.NoSuchThing

@@ -404,7 +404,7 @@ def test_ascii_layers_nodes_and_edges() -> None:
             "  d",
         ]
     )
-    assert str(graph) == to_ascii(graph)
+    assert str(graph) == draw_ascii(graph)
 
 
 def test_ascii_groups_and_loops() -> None:
@@ -515,32 +515,34 @@ def test_draw_mermaid_defaults_and_wrapping() -> None:
 
 
 def test_show_graph_info(capsys: pytest.CaptureFixture[str]) -> None:
-    show_graph_info(build([("a", "b"), ("b", "c"), ("c", "b")], groups={"g": ["x", "y"]}))
+    show_graph_info(build([("a", "b"), ("b", "c"), ("c", "b")]))
     assert capsys.readouterr().out.splitlines() == [
-        "Graph information:",
-        "  Nodes: 6",
-        "  Edges: 3",
-        "  Start nodes: a, g",
-        "  Parallel group g: x, y",
-        "  Cycles: 1",
-        "    b -> c -> b",
+        "=== Graph Information ===",
+        "Nodes: ['a', 'b', 'c']",
+        "Edges: [('a', 'b'), ('b', 'c'), ('c', 'b')]",
+        "Cycles detected: [['b', 'c']]",
     ]
 
 
 def test_show_graph_info_empty(capsys: pytest.CaptureFixture[str]) -> None:
     show_graph_info(TaskGraph())
-    out = capsys.readouterr().out
-    assert "Nodes: 0\n  Edges: 0\n  Start nodes: (none)\n  Cycles: 0\n" in out
+    assert capsys.readouterr().out.splitlines() == [
+        "=== Graph Information ===",
+        "Nodes: []",
+        "Edges: []",
+        "No cycles detected",
+    ]
 
 
 def test_visualize_dependencies(capsys: pytest.CaptureFixture[str]) -> None:
-    visualize_dependencies(build([("a", "c"), ("b", "c")], groups={"g": ["a", "b"]}))
-    out = capsys.readouterr().out
-    assert "  c\n    depends on: a, b\n    leads to:   (none)\n" in out
-    assert "  a\n    depends on: (none)\n    leads to:   c\n" in out
-    assert (
-        "  g\n    depends on: (none)\n    leads to:   (none)\n    runs in parallel: a, b\n" in out
-    )
+    visualize_dependencies(build([("a", "c"), ("a", "d"), ("b", "c")]))
+    assert capsys.readouterr().out.splitlines() == [
+        "=== Dependencies ===",
+        "a >> c >> d",
+        "c (no dependencies)",
+        "d (no dependencies)",
+        "b >> c",
+    ]
 
 
 def test_image_renderers_explain_the_alternative() -> None:
