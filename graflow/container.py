@@ -1,11 +1,14 @@
 """The container entry point: ``python -m graflow.container`` runs what GRAFLOW_MODE says.
 
-    GRAFLOW_MODE=worker    graflow supervisor --node-id <WORKER_ID or host-pid-random>
+    GRAFLOW_MODE=worker    graflow supervisor --node-id <WORKER_ID or host-pid-random> [OPTIONS]
                            serves the Redis queue until SIGTERM, drains, exits 0
-    GRAFLOW_MODE=producer  graflow run $GRAFLOW_TARGET   against the environment's Redis,
+    GRAFLOW_MODE=producer  graflow run $GRAFLOW_TARGET [OPTIONS]   against the environment's Redis,
                            exits with the run's exit code (0, 1 failed, 2 usage, 4 no Redis)
     --health               exit 0 when Redis answers PING and, for a worker, a heartbeat of
                            this node is fresh; 1 otherwise (Docker's HEALTHCHECK)
+    OPTIONS                any other option goes to that command: --metrics-port, --lease-s,
+                           --grace-s, --lock, --checkpoint, --resume, --json, ... (compose's
+                           ``command:``); --metrics-port listens on 0.0.0.0 here
 
 Everything else comes from the environment through ``Settings.from_env`` (GRAFLOW_REDIS_URL
 or REDIS_HOST/REDIS_PORT/REDIS_DB/REDIS_PASSWORD, GRAFLOW_REDIS_CA_CERT, GRAFLOW_REDIS_CERT,
@@ -121,12 +124,15 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def _run_worker(settings: Settings) -> int:
+def _run_worker(settings: Settings, options: list[str]) -> int:
     node_id = settings.worker_id or default_node_id()
-    return cli.main(["supervisor", "--node-id", node_id])
+    if "--metrics-port" in options and "--metrics-addr" not in options:
+        # Scraped from outside the container: every interface, not the default loopback.
+        options = [*options, "--metrics-addr", "0.0.0.0"]
+    return cli.main(["supervisor", "--node-id", node_id, *options])
 
 
-def _run_producer(target: str | None) -> int:
+def _run_producer(target: str | None, options: list[str]) -> int:
     if not target:
         print(
             "graflow: GRAFLOW_TARGET is required when GRAFLOW_MODE=producer "
@@ -134,27 +140,45 @@ def _run_producer(target: str | None) -> int:
             file=sys.stderr,
         )
         return cli.EXIT_USAGE
-    return cli.main(["run", target])
+    if "--metrics-port" in options and "--metrics-addr" not in options:
+        options = [*options, "--metrics-addr", "0.0.0.0"]
+    return cli.main(["run", target, *options])
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+_EPILOG = """\
+Any other option goes to the command of GRAFLOW_MODE (see its --help), e.g. in compose:
+  worker:   command: ["--metrics-port", "9464", "--lease-s", "60", "--grace-s", "20"]
+  producer: command: ["--json", "--lock", "nightly", "--checkpoint", "/data/nightly.ckpt",
+                      "--resume", "--metrics-file", "/data/nightly.prom"]
+--metrics-port listens on 0.0.0.0 in a container unless --metrics-addr says otherwise.
+
+environment: GRAFLOW_MODE=worker|producer, GRAFLOW_TARGET (producer), GRAFLOW_REDIS_URL or
+  REDIS_HOST/REDIS_PORT/REDIS_DB/REDIS_PASSWORD, GRAFLOW_REDIS_CA_CERT, GRAFLOW_REDIS_CERT,
+  GRAFLOW_REDIS_KEY, GRAFLOW_QUEUE, MAX_CONCURRENT_TASKS, WORKER_ID, GRAFLOW_SECRET,
+  GRAFLOW_SECRET_FILE
+"""
+
+
+def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         prog="python -m graflow.container",
-        description="Run a graflow worker node or producer as GRAFLOW_MODE says.",
-        epilog="environment: GRAFLOW_MODE=worker|producer, GRAFLOW_TARGET (producer), "
-        "GRAFLOW_REDIS_URL or REDIS_HOST/REDIS_PORT/REDIS_DB/REDIS_PASSWORD, "
-        "GRAFLOW_REDIS_CA_CERT, GRAFLOW_REDIS_CERT, GRAFLOW_REDIS_KEY, GRAFLOW_QUEUE, "
-        "MAX_CONCURRENT_TASKS, WORKER_ID, GRAFLOW_SECRET, GRAFLOW_SECRET_FILE",
+        description="Run a graflow worker node (graflow supervisor) or producer (graflow run "
+        "$GRAFLOW_TARGET) as GRAFLOW_MODE says.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--health", action="store_true", help="exit 0 if this container is healthy, else 1"
     )
-    return parser.parse_args(argv)
+    return parser.parse_known_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the container image; returns the exit code."""
-    args = _parse_args(argv)
+    try:
+        args, options = _parse_args(argv)
+    except SystemExit as exc:  # --help, or a malformed --health
+        return exc.code if isinstance(exc.code, int) else cli.EXIT_USAGE
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -169,8 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cli.EXIT_USAGE
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if settings.mode == "producer":
-        return _run_producer(os.environ.get("GRAFLOW_TARGET"))
-    return _run_worker(settings)
+        return _run_producer(os.environ.get("GRAFLOW_TARGET"), options)
+    return _run_worker(settings, options)
 
 
 if __name__ == "__main__":
