@@ -19,7 +19,8 @@ Who removes a segment: the receiver, in ``decode``. The sender, via ``release``,
 receiver died before decoding. The supervisor, via ``sweep_orphans``, for segments of a
 process that died between creating and sending them.
 
-Linux only: segments are files under /dev/shm.
+Segments are files under /dev/shm (Linux); where there is none (macOS, Windows) ``AVAILABLE``
+is False, nothing is shared and values travel in band.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from graflow.exceptions import BackendError, PoisonMessage
 from graflow.mp import bigbuf, mapped
 
 __all__ = [
+    "AVAILABLE",
     "SHM_DIR",
     "SegmentRef",
     "Shared",
@@ -59,6 +61,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SHM_DIR = "/dev/shm"
+AVAILABLE = os.path.isdir(SHM_DIR)
+"""False where there is no /dev/shm (macOS, Windows): values then travel in band, which
+is correct everywhere and costs one copy more (#18)."""
 DEFAULT_THRESHOLD_BYTES = 64 * 1024
 
 _NAME_RE = re.compile(r"graflow_(\d+)_[0-9a-f]{16}")
@@ -106,6 +111,8 @@ class Shared:
 def is_shareable(value: Any, min_bytes: int) -> bool:
     """Whether ``share`` takes ``value``: a bytes, bytearray or plain contiguous numpy array
     of at least ``min_bytes``."""
+    if not AVAILABLE:
+        return False
     kind = type(value)
     if kind is bytes or kind is bytearray:
         return len(value) >= min_bytes
@@ -300,6 +307,8 @@ def encode(
     The caller must get every returned ref to ``decode`` or ``release``. When /dev/shm cannot
     take the buffers (full, missing), the result is an in-band pickle with no refs.
     """
+    if not AVAILABLE:
+        return cloudpickle.dumps(obj, protocol=5), []
     out_of_band = _OutOfBand(max(threshold_bytes, 1))
     try:
         file = io.BytesIO()

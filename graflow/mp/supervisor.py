@@ -35,6 +35,7 @@ from graflow.core.interrupt import drain_on_signals
 from graflow.exceptions import BackendUnavailable, ConfigError
 from graflow.mp import mapped, pipe, shm
 from graflow.mp.backend import ProcessBackend
+from graflow.mp.guard import check_main_guard
 from graflow.mp.pipe import Msg
 from graflow.mp.pool import Poller, WorkerHandle
 from graflow.mp.worker import WorkerSettings, worker_main
@@ -80,6 +81,7 @@ class Supervisor:
                 f"start_method {start_method!r} is not available here; "
                 f"choose one of {mp.get_all_start_methods()}"
             )
+        check_main_guard(method)  # before any worker starts (spawn re-imports the script)
         self.processes = count
         self.start_method = method
         self.max_deliveries = max_deliveries

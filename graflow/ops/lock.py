@@ -1,9 +1,10 @@
 """Run locks: ``graflow run --lock NAME`` keeps two runs of the same job from overlapping.
 
-Locally the lock is ``flock(LOCK_EX | LOCK_NB)`` on ``<runtime dir>/graflow/<name>.lock``
-(``$XDG_RUNTIME_DIR``, else a private directory under the temp dir): the kernel releases it
-when the holder exits, however it exits, so a crashed run never leaves a stale lock. Under
-``--redis`` it is a lease in Redis (``graflow.redis.lock``), which spans hosts.
+Locally the lock is ``flock(LOCK_EX | LOCK_NB)`` (``msvcrt.locking`` on Windows) on
+``<runtime dir>/graflow/<name>.lock`` (``$XDG_RUNTIME_DIR``, else a private directory under
+the temp dir): the kernel releases it when the holder exits, however it exits, so a crashed
+run never leaves a stale lock. Under ``--redis`` it is a lease in Redis
+(``graflow.redis.lock``), which spans hosts.
 
 Worker processes forked while the lock is held inherit its file descriptor; each closes
 its copy at once (``os.register_at_fork``), so a worker that outlives its run does not keep
@@ -13,11 +14,11 @@ the next run out. (Closing a copy does not release the lock: that takes every co
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
 import stat
+import sys
 import tempfile
 from pathlib import Path
 from types import TracebackType
@@ -52,6 +53,37 @@ def lock_dir(runtime_dir: str | None) -> Path:
     return path
 
 
+if sys.platform == "win32":  # pragma: no cover - the tests run on Linux
+    import msvcrt
+
+    def _try_lock(fd: int) -> None:
+        """Lock ``fd``'s first byte or raise BlockingIOError (held by another process)."""
+        os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError as exc:
+            raise BlockingIOError(str(exc)) from exc
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> None:
+        """flock ``fd`` or raise BlockingIOError (held by another process)."""
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _read_at_start(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 64)
+
+
 class FileRunLock:
     """An exclusive, non-blocking flock on one file, held until ``release`` or exit."""
 
@@ -59,19 +91,23 @@ class FileRunLock:
         self.name = check_lock_name(name)
         self.path = directory / f"{name}.lock"
         self._fd: int | None = None
-        os.register_at_fork(after_in_child=self._forget)
+        if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+            os.register_at_fork(after_in_child=self._forget)
 
     def acquire(self) -> None:
         """Take the lock, or raise LockHeld naming the holder's pid."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        fd = os.open(self.path, flags, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _try_lock(fd)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            holder = _read_at_start(fd).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise LockHeld(self.name, f"pid {holder}, {self.path}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if sys.platform != "win32":  # Windows: the locked byte cannot be rewritten
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         logger.debug("lock %r taken (%s)", self.name, self.path)
 
@@ -79,9 +115,10 @@ class FileRunLock:
         """Let the lock go (the file stays: removing it would race with the next taker)."""
         fd, self._fd = self._fd, None
         if fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            if sys.platform != "win32":
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+            _unlock(fd)
             os.close(fd)
 
     def _forget(self) -> None:
