@@ -43,6 +43,7 @@ from graflow.ops.console import Console
 from graflow.ops.logs import Redactor, RunTag, configure_logging, secrets_in
 from graflow.ops.report import failure_summary
 from graflow.ops.target import graph_of, load_target, put_working_directory_on_path
+from graflow.trace.setup import TRACERS
 
 __all__ = [
     "EXIT_FAILED",
@@ -242,6 +243,7 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     _add_run_checkpoint(run)
     _add_run_metrics(run)
+    _trace_options(run)
     run.set_defaults(handler="graflow.ops.run:run_command")
 
 
@@ -339,7 +341,25 @@ def _add_supervisor(sub: Any, common: argparse.ArgumentParser) -> None:
         help="address the metrics endpoint listens on (default: 127.0.0.1, this host only; "
         "0.0.0.0 for every interface, e.g. in a container)",
     )
+    _trace_options(sup)
     sup.set_defaults(handler="graflow.ops.node:supervisor_command")
+
+
+def _trace_options(parser: argparse.ArgumentParser) -> None:
+    """``--tracer`` / ``--otlp-endpoint`` (graflow.trace; needs graflow[otel])."""
+    traced = parser.add_argument_group("tracing (OpenTelemetry, needs graflow[otel])")
+    traced.add_argument(
+        "--tracer",
+        choices=TRACERS,
+        help="otel: a span per run and per task attempt, sent over OTLP/HTTP "
+        "(default: GRAFLOW_TRACER, else off)",
+    )
+    traced.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="OTLP/HTTP traces URL (default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, "
+        "OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces, else http://localhost:4318/v1/traces)",
+    )
 
 
 def _add_status(sub: Any, common: argparse.ArgumentParser) -> None:

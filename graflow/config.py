@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from graflow.exceptions import ConfigError
+from graflow.trace.setup import TRACERS, TraceSetup, check_otel_installed
 
 __all__ = [
     "REDIS_URL_SCHEMES",
@@ -85,6 +86,17 @@ def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
 
 
+def _otlp_endpoint(env: Mapping[str, str]) -> str | None:
+    """The OTLP/HTTP traces URL the standard OpenTelemetry variables name, if any."""
+    traces = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if traces:
+        return traces
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if base:
+        return base.rstrip("/") + "/v1/traces"  # the generic one names the collector
+    return None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where Redis is, how a node serves it, and how blobs are signed."""
@@ -110,6 +122,12 @@ class Settings:
     """Where per-user state (the run history) goes: ``$XDG_STATE_HOME`` when set."""
     ui_token: str | None = None
     """The token ``graflow ui`` asks for on an address other than loopback."""
+    tracer: str = "off"
+    """``otel``: trace runs with OpenTelemetry (``--tracer`` / ``GRAFLOW_TRACER``)."""
+    otlp_endpoint: str | None = None
+    """Where spans go over OTLP/HTTP (``--otlp-endpoint``; the OTEL_EXPORTER_OTLP_* vars)."""
+    service_name: str = "graflow"
+    """The ``service.name`` of the spans (``OTEL_SERVICE_NAME``)."""
 
     def __post_init__(self) -> None:
         if self.processes is not None and self.processes < 1:
@@ -125,6 +143,21 @@ class Settings:
         if self.redis_url is not None and not self.redis_url.startswith(REDIS_URL_SCHEMES):
             raise ConfigError(f"redis URL must start with {', '.join(REDIS_URL_SCHEMES)}")
         RedisTLS(self.redis_ca_cert, self.redis_cert, self.redis_key)  # checks the files now
+        if self.tracer not in TRACERS:
+            raise ConfigError(
+                f"--tracer / GRAFLOW_TRACER must be one of {', '.join(TRACERS)}, "
+                f"got {self.tracer!r}"
+            )
+        if self.tracer == "otel":
+            check_otel_installed()
+        TraceSetup(self.otlp_endpoint, self.service_name)  # checks the URL now
+
+    @property
+    def trace_setup(self) -> TraceSetup | None:
+        """Where traced runs send their spans (None: tracing is off)."""
+        if self.tracer != "otel":
+            return None
+        return TraceSetup(self.otlp_endpoint, self.service_name)
 
     @property
     def redis_tls(self) -> RedisTLS:
@@ -158,6 +191,9 @@ class Settings:
             history=env.get("GRAFLOW_HISTORY") or None,
             state_dir=env.get("XDG_STATE_HOME") or None,
             ui_token=env.get("GRAFLOW_UI_TOKEN") or None,
+            tracer=(env.get("GRAFLOW_TRACER") or "off").lower(),
+            otlp_endpoint=_otlp_endpoint(env),
+            service_name=env.get("OTEL_SERVICE_NAME") or "graflow",
         )
 
     def __repr__(self) -> str:

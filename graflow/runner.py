@@ -26,8 +26,9 @@ from graflow.mp.supervisor import Supervisor
 from graflow.redis.backend import StoredValue
 from graflow.redis.producer import run_on_redis
 from graflow.trace.base import Tracer
+from graflow.trace.setup import TRACERS, TraceSetup, open_tracer
 
-__all__ = ["DEFAULT_MAX_STEPS", "RunResult", "execute_run", "run"]
+__all__ = ["DEFAULT_MAX_STEPS", "RunResult", "execute_run", "run", "tracer_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ def execute_run(
     if checkpoint is not None and checkpoint.status == "finished":
         return _finished_result(checkpoint)
     context = _new_context(graph, start_node, max_steps, initial_channel, checkpoint)
+    context.workflow_name = _name_of(target) or None
     if tracer is not None:
         context.tracer = tracer
     handlers = engine.handlers if engine is not None else None
@@ -124,6 +126,12 @@ def execute_run(
         with _partial_result():
             value, stats = run_engine.run(context, checkpointer=checkpoint)
     else:
+        if tracer is not None and tracer.worker_setup() is not None and supervisor.tracing is None:
+            logger.warning(
+                "run %s is traced, but this pool's workers were started without tracing: "
+                "their task spans are missing (Supervisor(tracing=tracer.worker_setup()))",
+                context.session_id,
+            )
         backend = supervisor.backend(timeout_s)
         run_engine = WorkflowEngine(backend)
         if handlers:
@@ -294,7 +302,7 @@ def run(
     checkpoint_every_s: float | None = None,
     resume: bool | None = None,
     fresh: bool = False,
-    tracer: Tracer | None = None,
+    tracer: Tracer | str | None = None,
     history: HistoryChoice = None,
 ) -> RunResult:
     """Run a workflow on a pool of ``processes`` worker processes and return its RunResult.
@@ -317,13 +325,17 @@ def run(
     result without running anything (``already_finished``); ``resume=False`` refuses with a
     CheckpointError. ``fresh=True`` starts over whatever it holds.
 
-    ``tracer`` (a graflow.trace.Tracer) is told about the run, its tasks and groups.
+    ``tracer`` (a graflow.trace.Tracer) is told about the run, its tasks and groups;
+    ``"otel"`` traces it with OpenTelemetry (``graflow[otel]``) to the collector the
+    OTEL_EXPORTER_OTLP_* variables name, ``"off"`` does not, and None follows
+    ``GRAFLOW_TRACER`` (default off).
 
     ``history`` is where the run is recorded (``graflow runs``, ``graflow ui``): ``"off"``
     or False for nowhere, a path for that SQLite file, None for ``GRAFLOW_HISTORY`` or else
     the default (the run's Redis for Redis runs, ``$XDG_STATE_HOME/graflow/history.db``
     otherwise). ``engine.observer``, when set, is told of the run instead.
     """
+    tracer = tracer_of(tracer)
     if processes is not None and processes < 0:
         raise ConfigError(f"processes must be >= 0, got {processes}")
     if redis is not None or checkpoint is not None:
@@ -359,6 +371,7 @@ def run(
                 engine=engine,
                 checkpointer=checkpointer,
                 tracer=tracer,
+                workflow_name=_name_of(target),
             )
         return _collect(context, value, stats)
     run_options: dict[str, Any] = {
@@ -377,7 +390,8 @@ def run(
         return execute_run(target, supervisor=None, **run_options)
     count = processes if processes is not None else (os.cpu_count() or 1)
     resolve_target(target, start)  # a bad target fails here, before any process is forked
-    with Supervisor(count, start_method=start_method) as supervisor:
+    tracing = tracer.worker_setup() if tracer is not None else None
+    with Supervisor(count, start_method=start_method, tracing=tracing) as supervisor:
         return execute_run(target, supervisor=supervisor, **run_options)
 
 
@@ -400,3 +414,18 @@ def _observed(
         observed.on_progress = engine.on_progress
     observed.observer = recorder
     return observed
+
+
+def tracer_of(tracer: Tracer | str | None) -> Tracer | None:
+    """The tracer of a run: ``tracer`` itself, or one for a name (``"otel"``, ``"off"``) or,
+    for None, for ``GRAFLOW_TRACER``; a tracer made here shuts its exporter down after the run.
+    """
+    if tracer is None or isinstance(tracer, str):
+        settings = Settings.from_env()
+        name = settings.tracer if tracer is None else tracer
+        if name not in TRACERS:
+            raise ConfigError(f"tracer must be a Tracer or one of {', '.join(TRACERS)}: {name!r}")
+        if name == "off":
+            return None
+        return open_tracer(TraceSetup(settings.otlp_endpoint, settings.service_name))
+    return tracer

@@ -261,6 +261,7 @@ class ExecutionContext:
         self.tracer: Tracer = tracer if tracer is not None else NoopTracer(False)
         # Makes the span of each attempt run in this process (set by a tracer for the run).
         self.attempt_spans: AttemptSpans | None = None
+        self.workflow_name: str | None = None  # the workflow's name, when run as one
         self.llm_client = llm_client
         self.prompt_manager = prompt_manager
         self.channel_backend = channel_backend

@@ -388,7 +388,7 @@ class _Scheduler:
     # -- tracing (graflow.trace) --------------------------------------------------------
     def _workflow_name(self) -> str:
         ctx = self.context
-        name = getattr(ctx, "workflow_name", None) or getattr(ctx.graph, "name", None)
+        name = getattr(ctx, "workflow_name", None)  # a WorkerContext has none
         return str(name) if name else f"workflow_{ctx.session_id[:8]}"
 
     def _trace_start(self, tracer: Tracer) -> None:

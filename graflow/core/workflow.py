@@ -131,6 +131,7 @@ class WorkflowContext:
         context = ExecutionContext.create(
             self.graph, start, max_steps=max_steps, tracer=self.tracer
         )
+        context.workflow_name = self.name
         if initial_channel:
             channel = context.get_channel()
             for key, value in initial_channel.items():

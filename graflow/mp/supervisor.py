@@ -39,6 +39,7 @@ from graflow.mp.guard import check_main_guard
 from graflow.mp.pipe import Msg
 from graflow.mp.pool import Poller, WorkerHandle
 from graflow.mp.worker import WorkerSettings, worker_main
+from graflow.trace.setup import TraceSetup
 
 if TYPE_CHECKING:
     pass
@@ -65,6 +66,7 @@ class Supervisor:
         shm_threshold_bytes: int = 64 * 1024,
         grace_s: float = 30.0,
         chain_lookahead: int = 8,
+        tracing: TraceSetup | None = None,
     ) -> None:
         count = (os.cpu_count() or 1) if processes is None else processes
         if count < 1:
@@ -90,6 +92,9 @@ class Supervisor:
         self.chain_lookahead = chain_lookahead
         """How many of a chain's next tasks go out with the running one (0: none); see
         graflow.core.lookahead."""
+        self.tracing = tracing
+        """Where workers send the spans of traced runs (None: they make none); see
+        graflow.trace.setup."""
         self._max_tasks = max_tasks_per_worker
         self._max_rss = None if max_rss_mb is None else int(max_rss_mb * 1024 * 1024)
         self._ctx = mp.get_context(method)
@@ -116,6 +121,7 @@ class Supervisor:
             max_rss_bytes=self._max_rss,
             inherited_fds=self._parent_fds(parent) if self.start_method == "fork" else (),
             parent_pid=os.getpid(),
+            tracing=self.tracing,
         )
         proc = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,

@@ -20,6 +20,7 @@ import contextlib
 import os
 import pickle
 import signal
+import socket
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,8 @@ from graflow.exceptions import TaskError
 from graflow.mp import lifeline, mapped, pipe, shm
 from graflow.mp.pipe import Msg
 from graflow.mp.shared_value import FORWARD_MIN_BYTES
+from graflow.trace.setup import TraceSetup, start_attempt_spans
+from graflow.trace.span import AttemptSpans
 from graflow.worker.runtime import RunState
 
 __all__ = ["DECODING", "WorkerSettings", "worker_main"]
@@ -64,6 +67,8 @@ class WorkerSettings:
     """The supervisor's ends of the pipes, which a forked worker must close (see worker_main)."""
     parent_pid: int = 0
     """The supervisor's pid: the worker exits when that process is gone (mp/lifeline.py)."""
+    tracing: TraceSetup | None = None
+    """Where this worker sends the spans of traced runs (graflow.trace.setup)."""
 
 
 class _Link:
@@ -193,7 +198,14 @@ def _completion_tuple(c: Completion) -> tuple[Any, ...]:
 class Worker:
     """The loop of one worker process."""
 
-    def __init__(self, conn: Connection, slots: Any, settings: WorkerSettings) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        slots: Any,
+        settings: WorkerSettings,
+        attempt_spans: AttemptSpans | None = None,
+    ) -> None:
+        self.attempt_spans = attempt_spans
         self.link = _Link(conn, settings.shm_threshold_bytes, slots, settings.index)
         self.slots = slots
         self.settings = settings
@@ -230,7 +242,8 @@ class Worker:
     def _start_run(self, run_id: str, graph_blob: bytes, handlers_blob: bytes) -> None:
         graph = pickle.loads(graph_blob)
         handlers = pickle.loads(handlers_blob)
-        self.runs[run_id] = RunState(run_id, graph, handlers, RemoteChannel(run_id, self.link))
+        channel = RemoteChannel(run_id, self.link)
+        self.runs[run_id] = RunState(run_id, graph, handlers, channel, False, self.attempt_spans)
 
     def _end_run(self, run_id: str) -> None:
         state = self.runs.pop(run_id, None)
@@ -361,9 +374,13 @@ def worker_main(conn: Connection, slots: Any, settings: WorkerSettings) -> None:
     for fd in settings.inherited_fds:
         with contextlib.suppress(OSError):
             os.close(fd)
+    # Built here, after fork: an exporter's threads and connections do not survive one.
+    spans = start_attempt_spans(settings.tracing, f"{socket.gethostname()}:{os.getpid()}")
     try:
-        Worker(conn, slots, settings).serve()
+        Worker(conn, slots, settings, spans).serve()
     finally:
+        if spans is not None:
+            spans.shutdown()  # os._exit below skips every exit hook: send the spans now
         with contextlib.suppress(OSError):
             conn.close()
         # Nobody reads this worker's frames once it stops (STOP) or the driver is gone (EOF):

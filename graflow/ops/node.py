@@ -10,7 +10,7 @@ from graflow.config import Settings
 from graflow.exceptions import ConfigError
 from graflow.ops.console import Console
 from graflow.ops.metrics import NodeMetrics, serve_metrics
-from graflow.ops.run import redis_tls_of, redis_url_of
+from graflow.ops.run import redis_tls_of, redis_url_of, trace_setup_of
 from graflow.redis.connect import connect
 from graflow.redis.node import NodeSettings, run_node
 from graflow.redis.signing import load_secret
@@ -74,5 +74,6 @@ def supervisor_command(args: argparse.Namespace, env: Settings, console: Console
         lease_ms=int(settings.lease_s * 1000),
         max_deliveries=settings.max_deliveries,
         grace_s=settings.grace_s,
+        tracing=trace_setup_of(args, env),
     )
     return run_node(node, secret, metrics)

@@ -54,8 +54,9 @@ from graflow.ops.run_metrics import RunMetrics, publishing
 from graflow.ops.target import load_target
 from graflow.redis.connect import connect
 from graflow.redis.lock import RedisRunLock
+from graflow.trace.setup import TraceSetup, check_otel_installed, open_tracer
 
-__all__ = ["parse_sets", "redis_tls_of", "redis_url_of", "run_command"]
+__all__ = ["parse_sets", "redis_tls_of", "redis_url_of", "run_command", "trace_setup_of"]
 
 
 def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
@@ -91,6 +92,16 @@ def redis_tls_of(args: argparse.Namespace, env: Settings) -> RedisTLS:
         getattr(args, "redis_cert", None) or env.redis_cert,
         getattr(args, "redis_key", None) or env.redis_key,
     )
+
+
+def trace_setup_of(args: argparse.Namespace, env: Settings) -> TraceSetup | None:
+    """Where ``--tracer otel`` (or GRAFLOW_TRACER=otel) sends spans; None: not traced."""
+    name = getattr(args, "tracer", None) or env.tracer
+    if name != "otel":
+        return None
+    check_otel_installed()
+    endpoint = getattr(args, "otlp_endpoint", None) or env.otlp_endpoint
+    return TraceSetup(endpoint, env.service_name)
 
 
 @contextlib.contextmanager
@@ -148,6 +159,7 @@ def _execute(
     engine.observer = runner.recorder_for(
         target, args.history, backend, redis_url, tls, label=args.target
     )
+    setup = trace_setup_of(args, env)
     return runner.run(
         target,
         start=args.start,
@@ -166,6 +178,8 @@ def _execute(
         # Without --resume an existing checkpoint is refused (CheckpointError, exit 2).
         resume=args.resume if args.checkpoint else (args.resume or None),
         fresh=args.fresh,
+        # A tracer from open_tracer sends what is left and stops its exporter after the run.
+        tracer=open_tracer(setup) if setup is not None else "off",
     )
 
 

@@ -55,6 +55,8 @@ from graflow.redis.connect import (
 from graflow.redis.queue import QueueEntry, RedisTaskQueue, execute_then_wait
 from graflow.redis.runs import UnloadableRun, fetch_nodes, fetch_run
 from graflow.redis.signing import Signer
+from graflow.trace.setup import TraceSetup, start_attempt_spans
+from graflow.trace.span import AttemptSpans
 from graflow.worker.meter import TaskMeter
 from graflow.worker.runtime import RunState
 
@@ -140,6 +142,7 @@ class NodeSettings:
     grace_s: float = 10.0
     block_ms: int = 1000
     max_tasks: int | None = None
+    tracing: TraceSetup | None = None  # where workers send the spans of traced runs
 
 
 class RedisWorker:
@@ -185,6 +188,7 @@ class RedisWorker:
         self._rate_marks: deque[tuple[float, int]] = deque([(time.monotonic(), 0)])
         self.avg_task_s: float | None = None
         self._lock = threading.Lock()
+        self.attempt_spans: AttemptSpans | None = None  # set by the worker process's entry
 
     # -- main loop --------------------------------------------------------------------
     def serve(self) -> None:
@@ -408,7 +412,7 @@ class RedisWorker:
         graph, handlers = loaded
         channel = RedisChannel(run_id, redis_client=self.client, signer=self.signer)
         handlers = {**handlers, **self.handler_overrides}
-        state = RunState(run_id, graph, handlers, channel, store_results=True)
+        state = RunState(run_id, graph, handlers, channel, True, self.attempt_spans)
         state.context.defer_stores = True
         self.runs[run_id] = state
         self.nodes_loaded[run_id] = 0
@@ -643,6 +647,9 @@ def _worker_process(settings: NodeSettings, secret: bytes, index: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     clear_workflow_context()
     worker = RedisWorker(settings, Signer(secret), f"{settings.node_id}:{index}")
+    # Built after fork: an exporter's threads and connections do not survive one.
+    spans = start_attempt_spans(settings.tracing, worker.consumer)
+    worker.attempt_spans = spans
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         # Ignore further SIGTERMs first: the node's terminate() often follows a SIGTERM to
@@ -657,11 +664,17 @@ def _worker_process(settings: NodeSettings, secret: bytes, index: int) -> None:
         worker.stopping.wait()
         time.sleep(settings.grace_s * 0.8)
         worker._hand_back_all()
+        if spans is not None:
+            spans.shutdown()
         os._exit(0)
 
     threading.Thread(target=hand_back_at_deadline, name="graflow-drain", daemon=True).start()
     signal.signal(signal.SIGTERM, on_term)
-    worker.serve()
+    try:
+        worker.serve()
+    finally:
+        if spans is not None:
+            spans.shutdown()
 
 
 class _Node:

@@ -39,6 +39,7 @@ def run_on_redis(
     grace_s: float = 30.0,
     checkpointer: Checkpointer | None = None,
     tracer: Tracer | None = None,
+    workflow_name: str = "",
 ) -> tuple[ExecutionContext, Any, RunStats]:
     """Schedule a run here and execute its tasks on the nodes serving ``queue``.
 
@@ -56,6 +57,7 @@ def run_on_redis(
         tracer=tracer,
     )
     limit_steps(context, max_steps)
+    context.workflow_name = workflow_name or None
     if checkpointer is not None and checkpointer.saved is not None:
         checkpointer.restore(context)
     elif initial_channel:

@@ -34,6 +34,7 @@ from graflow.trace.graph import new_runtime_graph
 if TYPE_CHECKING:
     from graflow.core.context import ExecutionContext
     from graflow.core.task import Executable
+    from graflow.trace.setup import TraceSetup
     from graflow.trace.span import AttemptSpans
 
 __all__ = ["Tracer"]
@@ -231,6 +232,10 @@ class Tracer(ABC):
 
     def trace_parent(self) -> str | None:
         """The trace context work items carry to workers (None: they carry none)."""
+        return None
+
+    def worker_setup(self) -> TraceSetup | None:
+        """How worker processes export the attempt spans (None: they make none)."""
         return None
 
     # -- resources ----------------------------------------------------------------------
