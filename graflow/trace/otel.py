@@ -49,7 +49,10 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 # Spans wait at most this long in a process before they are sent (the SDK's default is 5 s;
 # a short run's worker spans should reach the collector about when the run ends).
 _EXPORT_DELAY_MS = 500
-_FLUSH_TIMEOUT_MS = 10_000
+# A collector that is down must not hold up a run or a worker's exit for long: an export
+# gives up (its spans are dropped, and the SDK logs it) after this long.
+_EXPORT_TIMEOUT_S = 2.0
+_FLUSH_TIMEOUT_MS = 3_000
 
 
 def build_provider(setup: TraceSetup) -> TracerProvider:
@@ -62,7 +65,7 @@ def build_provider(setup: TraceSetup) -> TracerProvider:
         }
     )
     provider = TracerProvider(resource=resource)
-    exporter = OTLPSpanExporter(endpoint=setup.endpoint)
+    exporter = OTLPSpanExporter(endpoint=setup.endpoint, timeout=_EXPORT_TIMEOUT_S)
     provider.add_span_processor(
         BatchSpanProcessor(exporter, schedule_delay_millis=_EXPORT_DELAY_MS)
     )

@@ -9,6 +9,7 @@ are children of it, with task id, attempt, worker and outcome.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -194,3 +195,16 @@ def test_tracer_off_sends_nothing(receiver: OtlpReceiver, monkeypatch: pytest.Mo
     graflow.run(trace_flows.build(), start=START, processes=0)
     spans = receiver.wait_for(1 + trace_flows.TASK_SPANS)
     check_trace(spans, inner_span=False)
+
+
+def test_a_collector_that_is_down_loses_spans_not_the_run() -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/v1/traces"
+    tracer = OpenTelemetryTracer(endpoint=url)
+    try:
+        result = graflow.run(trace_flows.build(), start=START, processes=2, tracer=tracer)
+    finally:
+        tracer.shutdown()
+    assert result.value == "done"
+    assert result.stats.worker_deaths == 0
