@@ -14,7 +14,9 @@ W1, 10,000 tasks in one parallel group (tasks/s):
              grouped with parallel(*tasks) (examples/word_count.py)
   nested     the same, the @task defined inside the `with workflow` block (examples/pipeline.py)
   partial    a distinct functools.partial(noop_arg, i) per task
-  lambda     a distinct closure per task: TaskWrapper(f"t{i}", lambda i=i: i)
+  lambda     a distinct closure per task: TaskWrapper(f"t{i}", make(i)), make returning
+             `lambda: i` (not `lambda i=i: i`: a parameter, even with a default, is looked
+             up among the run's channel keys per task, a round trip on Redis)
   context    bound instances of an @task(inject_context=True) that reads its task id
 W3, a chain of 1,000 dependent tasks (us/hop):
   shared     TaskWrapper(f"h{i}", noop) chained
@@ -117,9 +119,13 @@ def w1_partial(n: int) -> tuple[WorkflowContext, str]:
     return wf, "g"
 
 
+def _constant(i: int) -> Callable[[], int]:
+    return lambda: i
+
+
 def w1_lambda(n: int) -> tuple[WorkflowContext, str]:
     with workflow("w1-lambda") as wf:
-        ParallelGroup([TaskWrapper(f"t{i}", lambda i=i: i) for i in range(n)], name="g")
+        ParallelGroup([TaskWrapper(f"t{i}", _constant(i)) for i in range(n)], name="g")
     return wf, "g"
 
 
