@@ -138,9 +138,10 @@ class Recorder:
     def _serve(self) -> None:
         run = self.run
         assert run is not None
-        graph = self._snapshot_graph()
-        run.tasks = len(graph["nodes"])
-        self._store(lambda: self.store.start_run(run, graph))
+        # The run's row goes in at once (it is listed as running); its graph comes with the
+        # first write: reading a large graph here would compete with the run's first steps.
+        self._store(lambda: self.store.start_run(run, {"nodes": [], "edges": []}))
+        nodes_written = -1
         last_write = time.monotonic()
         while True:
             self._wake.wait(self.flush_s)
@@ -149,12 +150,26 @@ class Recorder:
             if finished:
                 break
             if self._dirty or time.monotonic() - last_write >= _HEARTBEAT_S:
-                self._write(None)
+                nodes_written = self._write_with_graph(nodes_written)
                 last_write = time.monotonic()
-        final = self._snapshot_graph()
-        run.tasks = len(final["nodes"])
-        self._mark_skipped(final, run.ended_at or time.time())
-        self._write(final if len(final["nodes"]) != len(graph["nodes"]) else None)
+        graph = self._snapshot_graph()
+        self._mark_skipped(graph, run.ended_at or time.time())
+        self._write_with_graph(nodes_written, graph)
+
+    def _write_with_graph(self, nodes_written: int, graph: dict[str, Any] | None = None) -> int:
+        """Write, with the graph if it grew since it was written; how many nodes it has."""
+        run = self.run
+        assert run is not None
+        if graph is None:
+            live = self._graph
+            if live is not None and len(live._nodes) == nodes_written:
+                self._write(None)  # the graph written is still the whole graph
+                return nodes_written
+            graph = self._snapshot_graph()
+        nodes = len(graph["nodes"])
+        run.tasks = nodes
+        self._write(graph if nodes != nodes_written else None)
+        return nodes
 
     def _store(self, action: Any) -> None:
         try:
@@ -194,23 +209,23 @@ class Recorder:
 
     def _take_notes(self) -> None:
         notes = self._notes
-        popleft = notes.popleft
-        on_queued, on_done = self._on_queued, self._on_done
-        pending = len(notes)
-        while pending:
-            # In slices, letting the scheduler thread have the GIL in between: it waits
-            # for it (up to the 5 ms switch interval) each time a completion wakes it.
-            for _ in range(min(pending, _SLICE)):
-                note = popleft()
-                kind = note[0]
-                if kind == _QUEUED:
-                    on_queued(note)
-                elif kind == _DONE:
-                    on_done(note)
-                else:
-                    self._on_event(note)
-            pending -= min(pending, _SLICE)
-            time.sleep(0)
+        handled = 0
+        for _ in range(len(notes)):
+            note = notes.popleft()
+            kind = note[0]
+            if kind == _EVENT:
+                self._on_event(note)
+                continue
+            handle = self._on_queued if kind == _QUEUED else self._on_done
+            batch, at = note[1], note[2]
+            for start in range(0, len(batch), _SLICE):
+                handle(batch[start : start + _SLICE], at)
+                handled += _SLICE
+                if handled >= _SLICE:
+                    # Let the scheduler thread have the GIL between slices: it waits for
+                    # it (up to the 5 ms switch interval) each time a completion wakes it.
+                    time.sleep(0)
+                    handled = 0
 
     def _set_state(self, row: Row, state: str) -> None:
         counts = self._counts
@@ -218,8 +233,7 @@ class Recorder:
         counts[state] = counts.get(state, 0) + 1
         row[_STATE] = state
 
-    def _on_queued(self, note: tuple[Any, ...]) -> None:
-        _, items, at = note
+    def _on_queued(self, items: Sequence[WorkItem], at: float) -> None:
         rows, latest, dirty = self._rows, self._latest, self._dirty
         for item in items:
             seq, task_id = item.seq, item.task_id
@@ -240,8 +254,7 @@ class Recorder:
             dirty.add(seq)
         self._counts[_QUEUED_STATE] += len(items)
 
-    def _on_done(self, note: tuple[Any, ...]) -> None:
-        _, completions, at = note
+    def _on_done(self, completions: Sequence[Completion], at: float) -> None:
         rows, dirty = self._rows, self._dirty
         for completion in completions:
             seq = completion.seq

@@ -53,6 +53,12 @@ CREATE TABLE IF NOT EXISTS attempts (
 ) WITHOUT ROWID;
 """
 
+_INSERT_ATTEMPTS = (
+    f"INSERT OR REPLACE INTO attempts (run_id, {', '.join(ATTEMPT_FIELDS)}) SELECT ?, "
+    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(ATTEMPT_FIELDS)))
+    + " FROM json_each(?)"
+)
+
 _RUN_COLUMNS = (
     "run_id, workflow, target, backend, host, pid, started_at, ended_at, updated_at, "
     "status, exit_code, error, tasks, counts"
@@ -180,12 +186,10 @@ class SqliteHistory:
     ) -> None:
         statements: list[tuple[str, Any, bool]] = []
         if attempts:
-            # The run id is the last parameter, by number: the rows go in as they are.
-            sql = (
-                f"INSERT OR REPLACE INTO attempts (run_id, {_ATTEMPT_COLUMNS}) "
-                f"VALUES (?12, {', '.join(f'?{i}' for i in range(1, 12))})"
-            )
-            statements.append((sql, [(*a, run.run_id) for a in attempts], True))
+            # All rows in one JSON parameter, unpacked by SQLite itself: one statement that
+            # runs without the GIL, where binding each row from Python would hold it
+            # (and slow the scheduler thread of the run being recorded).
+            statements.append((_INSERT_ATTEMPTS, (run.run_id, orjson.dumps(attempts)), False))
         if removed:
             sql = "DELETE FROM attempts WHERE run_id=? AND seq=?"
             statements.append((sql, [(run.run_id, seq) for seq in removed], True))

@@ -147,7 +147,7 @@ def finished_and_failed_runs(history: Path) -> tuple[str, str]:
     with pytest.raises(GraflowRuntimeError):
         graflow.run(bad, processes=0, history=str(history))
     store = SqliteHistory(history)
-    poll("both runs recorded", 10, lambda: len(store.list_runs(status="failed")) == 1)
+    poll("both runs recorded", 30, lambda: len(store.list_runs(status="failed")) == 1)
     failed_id = store.list_runs(status="failed")[0].run_id
     return ok_id, failed_id
 

@@ -20,7 +20,7 @@ from graflow.history.model import RunDetail, transitions
 from graflow.history.store import SqliteHistory, default_path
 from graflow.redis import keys
 
-DEADLINE_S = 10.0
+DEADLINE_S = 30.0
 
 
 def recorded(store: SqliteHistory, run_id: str) -> RunDetail:
