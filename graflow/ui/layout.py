@@ -12,8 +12,8 @@ from typing import Any
 
 __all__ = ["BOX_H", "BOX_W", "MAX_NODES", "layout"]
 
-BOX_W, BOX_H = 150, 30
-_GAP_X, _GAP_Y, _MARGIN = 50, 16, 20
+BOX_W, BOX_H = 130, 30
+_GAP_X, _GAP_Y, _MARGIN = 40, 12, 16
 MAX_NODES = 400
 """Past this many tasks the page shows the task table and the timeline, not the graph."""
 
@@ -66,7 +66,8 @@ def _columns(ids: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
 def layout(graph: dict[str, Any]) -> dict[str, Any]:
     """Boxes and edges of ``graph`` (as ``graph_summary`` makes it), in SVG user units.
 
-    ``{"nodes": [{"id", "kind", "x", "y"}], "edges": [[from, to]], "width", "height"}``;
+    ``{"nodes": [{"id", "kind", "x", "y"}], "edges": [[from, to]], "box": [w, h], "width",
+    "height"}``;
     ``{"too_large": n}`` instead past ``MAX_NODES`` tasks.
     """
     nodes = graph.get("nodes", [])
@@ -95,6 +96,7 @@ def layout(graph: dict[str, Any]) -> dict[str, Any]:
     return {
         "nodes": placed,
         "edges": [[a, b] for a, b in edges if a in known and b in known],
+        "box": [BOX_W, BOX_H],
         "width": 2 * _MARGIN + columns * (BOX_W + _GAP_X) - _GAP_X,
         "height": 2 * _MARGIN + height * (BOX_H + _GAP_Y) - _GAP_Y,
     }

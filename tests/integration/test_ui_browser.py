@@ -157,27 +157,33 @@ _LIVE_FLOW = textwrap.dedent(
     import os, sys, time
     import graflow
     from graflow import task, workflow
+    from graflow.core.task import ParallelGroup
 
     history, gate = sys.argv[1], sys.argv[2]
-    with workflow("twenty") as wf:
-        steps = []
-        for i in range(19):
-            @task(id=f"step{i:02d}")
-            def step() -> int:
-                return 1
-            steps.append(step)
 
-        @task(id="last")
-        def last() -> str:
+    def step(task_id):
+        @task(id=task_id)
+        def work() -> int:
+            return 1
+        return work
+
+    with workflow("twenty") as wf:
+        @task(id="report")
+        def report() -> str:  # the last task: it waits for the test's gate file
             deadline = time.monotonic() + 120
             while not os.path.exists(gate) and time.monotonic() < deadline:
                 time.sleep(0.01)
             return "done"
 
-        graflow.chain(*steps, last)
-    graflow.run(wf, processes=0, history=history)
+        fetch = ParallelGroup([step(f"fetch_{i}") for i in range(9)], name="fetch")
+        score = ParallelGroup([step(f"score_{i}") for i in range(8)], name="score")
+        step("extract") >> fetch >> step("combine") >> score >> report
+    graflow.run(wf, processes=0, history=history, start="extract")
     """
 )
+TASKS = ["extract", "combine", "report"] + [f"fetch_{i}" for i in range(9)]
+TASKS += [f"score_{i}" for i in range(8)]
+GROUPS = ["fetch", "score"]
 
 
 def shoot(driver: Any, name: str) -> None:
@@ -259,25 +265,26 @@ def test_a_run_page_shows_every_task_and_follows_the_run_live(tmp_path: Path, br
         def waiting_on_last() -> bool:
             detail = store.get_run(run_id)
             return detail is not None and any(
-                a.task_id == "last" and a.state == "queued" for a in detail.attempts
+                a.task_id == "report" and a.state == "queued" for a in detail.attempts
             )
 
         poll("the last task handed out", START_DEADLINE_S, waiting_on_last)
         with dashboard(history) as base:
             browser.get(f"{base}/runs/{run_id}")
-            expected = {f"step{i:02d}": "succeeded" for i in range(19)} | {"last": "queued"}
+            assert len(TASKS) == 20
+            expected = dict.fromkeys(TASKS + GROUPS, "succeeded") | {"report": "queued"}
             poll("every task with its state", 10, lambda: states_on_page(browser) == expected)
             rows = attributes(browser, "#tasks tbody tr", "data-task", "data-state")
             assert rows == expected
             bars = attributes(browser, "#gantt rect.bar", "data-task", "class")
-            assert set(bars) == {f"step{i:02d}" for i in range(19)}  # the finished steps
+            assert set(bars) == set(TASKS + GROUPS) - {"report"}  # what ran, on its lane
             shoot(browser, "ui-run-live.png")
 
             gate.touch()  # the last task finishes now: the open page follows, no reload
             poll(
                 "the last task turning to succeeded on the open page",
                 LIVE_DEADLINE_S,
-                lambda: states_on_page(browser).get("last") == "succeeded",
+                lambda: states_on_page(browser).get("report") == "succeeded",
             )
             poll(
                 "the run shown as succeeded",

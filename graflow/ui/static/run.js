@@ -3,7 +3,7 @@
 "use strict";
 
 const runId = decodeURIComponent(location.pathname.split("/").pop());
-const BOX_W = 150, BOX_H = 30, GANTT_W = 900, LANE_H = 22, MAX_BARS = 3000;
+const GANTT_W = 900, LANE_H = 22, MAX_BARS = 3000;
 const state = { run: null, tasks: new Map(), layout: null, failures: [] };
 
 function drawGraph() {
@@ -15,6 +15,7 @@ function drawGraph() {
       layout.too_large + " tasks: too many to draw; see the table and the timeline"));
     return;
   }
+  const [BOX_W, BOX_H] = layout.box;
   svg.setAttribute("width", layout.width);
   svg.setAttribute("height", layout.height);
   const at = new Map(layout.nodes.map((n) => [n.id, n]));
@@ -32,7 +33,7 @@ function drawGraph() {
     const title = svgEl("title");
     title.textContent = node.id + " (" + node.kind + ")";
     const label = svgEl("text", { x: 8, y: 19 });
-    label.textContent = node.id.length > 20 ? node.id.slice(0, 19) + "…" : node.id;
+    label.textContent = node.id.length > 17 ? node.id.slice(0, 16) + "…" : node.id;
     g.append(svgEl("rect", { width: BOX_W, height: BOX_H, rx: 4 }), label, title);
     parts.push(g);
   }
