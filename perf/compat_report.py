@@ -250,6 +250,7 @@ MASKS = [
     (re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)?"), "<time>"),
     (re.compile(r"\d+\.\d+"), "<num>"),
     (re.compile(r"~\d+"), "~<num>"),  # approximate figures (throughput, ...)
+    (re.compile(r"\d+ (items|tasks)/s"), "<rate>"),  # throughputs
     (re.compile(r"\b\d{5,}\b"), "<big>"),
     (re.compile(r"/tmp/\S+"), "<tmp>"),
 ]
