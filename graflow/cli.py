@@ -317,6 +317,16 @@ def _add_supervisor(sub: Any, common: argparse.ArgumentParser) -> None:
         type=_at_least(1, int),
         help="worker processes (default: MAX_CONCURRENT_TASKS, else one per core, as run)",
     )
+    sup.add_argument(
+        "--threads",
+        type=int,
+        help="io=True tasks each worker process runs at once (default: GRAFLOW_THREADS or 16)",
+    )
+    sup.add_argument(
+        "--max-async",
+        type=int,
+        help="async tasks each worker process keeps in flight (default: GRAFLOW_MAX_ASYNC or 1000)",
+    )
     sup.add_argument("--queue", help="queue name (default: default)")
     sup.add_argument("--node-id", help="name of this node (default: host-pid-random)")
     sup.add_argument("--secret-file", help="file holding the signing secret shared by all hosts")

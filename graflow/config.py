@@ -97,6 +97,15 @@ def _otlp_endpoint(env: Mapping[str, str]) -> str | None:
     return None
 
 
+def _size(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    return default if value is None else value
+
+
+DEFAULT_THREADS = 16
+DEFAULT_MAX_ASYNC = 1000
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where Redis is, how a node serves it, and how blobs are signed."""
@@ -128,10 +137,15 @@ class Settings:
     """Where spans go over OTLP/HTTP (``--otlp-endpoint``; the OTEL_EXPORTER_OTLP_* vars)."""
     service_name: str = "graflow"
     """The ``service.name`` of the spans (``OTEL_SERVICE_NAME``)."""
+    threads: int = DEFAULT_THREADS
+    """io tasks a worker process runs at once (``GRAFLOW_THREADS``)."""
+    max_async: int = DEFAULT_MAX_ASYNC
+    """async tasks a worker process keeps in flight (``GRAFLOW_MAX_ASYNC``)."""
 
     def __post_init__(self) -> None:
         if self.processes is not None and self.processes < 1:
             raise ConfigError(f"processes must be >= 1, got {self.processes}")
+        check_lane_sizes(self.threads, self.max_async)
         if not self.queue or any(c in self.queue for c in "\n\0{}"):
             raise ConfigError(f"queue name {self.queue!r} is not allowed")
         if self.mode not in ("worker", "producer"):
@@ -194,6 +208,8 @@ class Settings:
             tracer=(env.get("GRAFLOW_TRACER") or "off").lower(),
             otlp_endpoint=_otlp_endpoint(env),
             service_name=env.get("OTEL_SERVICE_NAME") or "graflow",
+            threads=_size(env, "GRAFLOW_THREADS", DEFAULT_THREADS),
+            max_async=_size(env, "GRAFLOW_MAX_ASYNC", DEFAULT_MAX_ASYNC),
         )
 
     def __repr__(self) -> str:
@@ -219,3 +235,31 @@ def signing_secret(
         return secret, secret_file
     settings = env if env is not None else Settings.from_env()
     return settings.secret, settings.secret_file
+
+
+def check_lane_sizes(threads: int, max_async: int) -> None:
+    """ConfigError naming the fix for a lane size no worker can use."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(
+            f"threads must be an int >= 1 (how many io=True tasks a worker process runs at "
+            f"once; plain tasks run one at a time whatever it is), got {threads!r}"
+        )
+    if isinstance(max_async, bool) or not isinstance(max_async, int) or max_async < 1:
+        raise ConfigError(
+            f"max_async must be an int >= 1 (how many async tasks a worker process keeps in "
+            f"flight), got {max_async!r}"
+        )
+
+
+def lane_sizes(
+    threads: int | None, max_async: int | None, env: Mapping[str, str] | None = None
+) -> tuple[int, int]:
+    """``threads`` and ``max_async``: the arguments, else GRAFLOW_THREADS / GRAFLOW_MAX_ASYNC,
+    else the defaults (16, 1000). Raises ConfigError for a size no worker can use."""
+    env = os.environ if env is None else env
+    sizes = (
+        _size(env, "GRAFLOW_THREADS", DEFAULT_THREADS) if threads is None else threads,
+        _size(env, "GRAFLOW_MAX_ASYNC", DEFAULT_MAX_ASYNC) if max_async is None else max_async,
+    )
+    check_lane_sizes(*sizes)
+    return sizes

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graflow.channels.base import Channel
-from graflow.config import RedisTLS, Settings, signing_secret
+from graflow.config import RedisTLS, Settings, lane_sizes, signing_secret
+from graflow.core.backend import InProcessBackend
 from graflow.core.checkpoint import Checkpointer
 from graflow.core.context import ExecutionContext
 from graflow.core.engine import RunStats, WorkflowEngine
@@ -92,6 +93,8 @@ def execute_run(
     checkpoint: Checkpointer | str | None = None,
     tracer: Tracer | None = None,
     history: HistoryChoice = None,
+    threads: int | None = None,
+    max_async: int | None = None,
 ) -> RunResult:
     """Run ``target`` on ``supervisor`` (None: in this process) and collect a RunResult.
 
@@ -118,7 +121,8 @@ def execute_run(
     if supervisor is None:
         if timeout_s is not None:
             raise ConfigError("timeout_s needs worker processes (processes >= 1)")
-        run_engine = WorkflowEngine()
+        threads, max_async = lane_sizes(threads, max_async)
+        run_engine = WorkflowEngine(InProcessBackend(threads, max_async))
         if handlers:
             run_engine.handlers.update(handlers)
         run_engine.on_progress = progress
@@ -304,6 +308,8 @@ def run(
     fresh: bool = False,
     tracer: Tracer | str | None = None,
     history: HistoryChoice = None,
+    threads: int | None = None,
+    max_async: int | None = None,
 ) -> RunResult:
     """Run a workflow on a pool of ``processes`` worker processes and return its RunResult.
 
@@ -334,10 +340,14 @@ def run(
     or False for nowhere, a path for that SQLite file, None for ``GRAFLOW_HISTORY`` or else
     the default (the run's Redis for Redis runs, ``$XDG_STATE_HOME/graflow/history.db``
     otherwise). ``engine.observer``, when set, is told of the run instead.
+    Each worker process runs plain tasks one at a time, up to ``threads`` ``io=True`` tasks
+    at once and up to ``max_async`` ``async def`` tasks (defaults: GRAFLOW_THREADS or 16,
+    GRAFLOW_MAX_ASYNC or 1000); with ``processes=0`` those lanes are in this process.
     """
     tracer = tracer_of(tracer)
     if processes is not None and processes < 0:
         raise ConfigError(f"processes must be >= 0, got {processes}")
+    threads, max_async = lane_sizes(threads, max_async)
     if redis is not None or checkpoint is not None:
         # GRAFLOW_SECRET / GRAFLOW_SECRET_FILE, which every node and producer reads (#14).
         secret, secret_file = signing_secret(secret, secret_file)
@@ -387,11 +397,15 @@ def run(
     if processes == 0:
         if start_method is not None:
             raise ConfigError("start_method needs worker processes (processes >= 1)")
-        return execute_run(target, supervisor=None, **run_options)
+        return execute_run(
+            target, supervisor=None, threads=threads, max_async=max_async, **run_options
+        )
     count = processes if processes is not None else (os.cpu_count() or 1)
     resolve_target(target, start)  # a bad target fails here, before any process is forked
     tracing = tracer.worker_setup() if tracer is not None else None
-    with Supervisor(count, start_method=start_method, tracing=tracing) as supervisor:
+    with Supervisor(
+        count, start_method=start_method, tracing=tracing, threads=threads, max_async=max_async
+    ) as supervisor:
         return execute_run(target, supervisor=supervisor, **run_options)
 
 

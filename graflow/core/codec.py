@@ -22,9 +22,19 @@ from typing import Any
 import cloudpickle
 
 from graflow.core.packing import PackedGraph
+from graflow.core.spec import ITEM_FIELDS, Outcome, OutcomeKind, WorkItem
 from graflow.exceptions import ConfigError, GraphCompilationError
 
-__all__ = ["dumps", "dumps_run", "loads", "register_by_value"]
+__all__ = [
+    "decode_item",
+    "decode_outcome",
+    "dumps",
+    "dumps_run",
+    "encode_item",
+    "encode_outcome",
+    "loads",
+    "register_by_value",
+]
 
 
 # Modules loaded from a file path (``graflow run path/to/flow.py``) exist only in the process
@@ -255,3 +265,49 @@ def _unpicklable_node(graph: Any) -> str:
         except Exception:  # noqa: BLE001 - we only look for the first culprit
             return f"task '{node_id}'"
     return "the graph"
+
+
+# -- records on the wire ------------------------------------------------------------------
+# A WorkItem travels as the tuple of its fields, then its predecessor's seq when it is a
+# conditional item (graflow.core.lookahead); an Outcome as the tuple of its fields with its
+# kind as a plain int. Tuples pickle several times faster than dataclass instances, and a
+# longer tuple from a newer field decodes here as long as the field has a default.
+
+
+def encode_item(item: WorkItem, after: int = 0) -> tuple[Any, ...]:
+    """The wire form of ``item`` (``after``: the seq of the item it runs after, or 0)."""
+    raw = item.as_tuple()
+    return (*raw, after) if after else raw
+
+
+def decode_item(raw: tuple[Any, ...] | list[Any]) -> tuple[WorkItem, int]:
+    """The item and its predecessor's seq (0: none) of an ``encode_item`` tuple.
+
+    Raises TypeError or ValueError for a tuple that is not one.
+    """
+    if not isinstance(raw, tuple | list) or len(raw) < 2:
+        raise ValueError(f"not a work item: {raw!r:.80}")
+    after = raw[ITEM_FIELDS] if len(raw) > ITEM_FIELDS else 0
+    if not isinstance(after, int):
+        raise ValueError(f"not a predecessor seq: {after!r:.80}")
+    return WorkItem(*raw[:ITEM_FIELDS]), after
+
+
+def encode_outcome(outcome: Outcome) -> tuple[Any, ...]:
+    """The wire form of ``outcome``."""
+    return (
+        outcome.seq,
+        outcome.task_id,
+        int(outcome.kind),
+        outcome.value,
+        outcome.error,
+        outcome.commands,
+        outcome.duration_s,
+        outcome.traceback,
+    )
+
+
+def decode_outcome(raw: tuple[Any, ...] | list[Any]) -> Outcome:
+    """The Outcome of an ``encode_outcome`` tuple (TypeError/ValueError if it is not one)."""
+    seq, task_id, kind, value, error, commands, duration_s, tb = raw[:8]
+    return Outcome(seq, task_id, OutcomeKind(kind), value, error, commands, duration_s, tb)

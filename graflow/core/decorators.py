@@ -30,6 +30,7 @@ def task(
     max_retries: int | None = None,
     retry_policy: RetryPolicy | None = None,
     timeout_s: float | None = None,
+    io: bool = False,
 ) -> Callable[[Callable[..., Any]], TaskWrapper]: ...
 
 
@@ -46,13 +47,17 @@ def task(
     max_retries: int | None = None,
     retry_policy: RetryPolicy | None = None,
     timeout_s: float | None = None,
+    io: bool = False,
 ) -> TaskWrapper | Callable[[Callable[..., Any]], TaskWrapper]:
     """Turn a function into a task.
 
     Forms: ``@task``, ``@task()``, ``@task("id")``, ``@task(id="id", inject_context=True,
     max_retries=2, retry_policy=RetryPolicy(...), max_cycles=5, handler="name",
     timeout_s=30)``. The task id defaults to the function's name. With ``inject_context``
-    the function's first parameter receives the TaskExecutionContext.
+    the function's first parameter receives the TaskExecutionContext. An ``async def``
+    runs on its worker's event loop; ``io=True`` marks a blocking sync function that mostly
+    waits (HTTP, a database), run on its worker's thread pool; any other runs one at a time
+    per worker process.
     """
 
     def decorate(func: Callable[..., Any], task_id: str | None) -> TaskWrapper:
@@ -69,6 +74,7 @@ def task(
             max_retries=max_retries,
             retry_policy=retry_policy,
             timeout_s=timeout_s,
+            io=io,
         )
 
     if callable(id_or_func):

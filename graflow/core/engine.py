@@ -827,6 +827,11 @@ class _Scheduler:
     ) -> None:
         rc = self.context.retry_controller
         err: BaseException = error if error is not None else GraflowRuntimeError("task failed")
+        if isinstance(err, SystemExit | KeyboardInterrupt):
+            # A task's exit or interrupt, caught by the worker that ran it: the run ends
+            # with it as it would in this process (issue 14, point 12), never retried.
+            self.stopped = True
+            raise err
         if counted:
             self.stats.failures += 1
         if rc.accept_retry(task_id):

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from graflow.core.cycle import base_task_id
 from graflow.core.spec import WorkItem
-from graflow.core.task import TaskWrapper
+from graflow.core.task import CPU_LANE, TaskWrapper
 
 if TYPE_CHECKING:
     from graflow.core.engine import _Frame, _Scheduler
@@ -105,6 +105,12 @@ class ChainLookahead:
         data = sched.nodes.get(task_id)
         exe = None if data is None else data.get("task")
         if type(exe) is not TaskWrapper or exe.timeout_s is not None:
+            return None
+        # Only plain sync tasks run ahead: io and async ones have lanes of their own, where
+        # they start at once without riding along with a predecessor (issue 13).
+        tail_data = sched.nodes.get(tail.task_id)
+        tail_exe = None if tail_data is None else tail_data.get("task")
+        if exe.lane != CPU_LANE or getattr(tail_exe, "lane", CPU_LANE) != CPU_LANE:
             return None
         return task_id, exe
 

@@ -10,7 +10,16 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-__all__ = ["ITEM_FIELDS", "CheckpointRequest", "Command", "CommandKind", "Completion", "WorkItem"]
+__all__ = [
+    "ITEM_FIELDS",
+    "CheckpointRequest",
+    "Command",
+    "CommandKind",
+    "Completion",
+    "Outcome",
+    "OutcomeKind",
+    "WorkItem",
+]
 
 
 class CommandKind(IntEnum):
@@ -48,7 +57,7 @@ class Command:
     metadata: Any = None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class WorkItem:
     """One attempt of one task, as handed to a worker.
 
@@ -104,3 +113,66 @@ class Completion:
     stored: bool = field(default=False)  # the value is already in the run's channel
     void: bool = False  # a conditional item that did not run (graflow.core.lookahead)
     worker: str = ""  # who ran it, for the run's record: "pid 123", "node-a/2"; "" = driver
+
+
+class OutcomeKind(IntEnum):
+    """How a work item ended on its worker."""
+
+    OK = 1
+    FAILED = 2
+    UNSTARTED = 3  # handed back before it started (its worker drains)
+    VOID = 4  # a conditional item skipped: its predecessor did not finish cleanly
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a worker reports of one work item: the wire form of a Completion.
+
+    ``value`` is what the source made of the result for its way back (a sealed blob, a
+    shared-memory reference, a marker for a value stored in Redis); the driver side turns
+    it back into a value. New fields go at the end, with a default.
+    """
+
+    seq: int
+    task_id: str
+    kind: OutcomeKind
+    value: Any = None
+    error: BaseException | None = None
+    commands: list[Command] | None = None
+    duration_s: float = 0.0
+    traceback: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True if the task ran and returned."""
+        return self.kind is OutcomeKind.OK
+
+    @property
+    def is_clean(self) -> bool:
+        """Ran and returned without a control command: a conditional successor may run."""
+        return self.kind is OutcomeKind.OK and not self.commands
+
+    @classmethod
+    def of(cls, completion: Completion, value: Any = None) -> Outcome:
+        """The outcome of a completion, carrying ``value`` in place of its result."""
+        kind = OutcomeKind.OK if completion.ok else OutcomeKind.FAILED
+        return cls(
+            completion.seq,
+            completion.task_id,
+            kind,
+            value if completion.ok else None,
+            completion.error,
+            completion.commands,
+            completion.duration_s,
+            completion.traceback,
+        )
+
+    @classmethod
+    def skipped(cls, item: WorkItem, kind: OutcomeKind) -> Outcome:
+        """An item that did not run (UNSTARTED or VOID)."""
+        return cls(item.seq, item.task_id, kind)
+
+    @classmethod
+    def failure(cls, item_seq: int, task_id: str, error: BaseException) -> Outcome:
+        """A failed outcome with ``error`` and nothing else."""
+        return cls(item_seq, task_id, OutcomeKind.FAILED, None, error)

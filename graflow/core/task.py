@@ -145,10 +145,21 @@ def _check_operand(op: str, other: object) -> Executable:
     return other
 
 
+CPU_LANE = "cpu"
+IO_LANE = "io"
+ASYNC_LANE = "async"
+
+
 class Executable:
     """Anything a workflow can schedule: a task, a parallel group, or a chain of them."""
 
     handler_type: str = "direct"
+
+    @property
+    def lane(self) -> str:
+        """Where a worker runs it: ``cpu`` (one at a time), ``io`` (threads) or ``async``."""
+        return CPU_LANE
+
     _pending_registration: bool = False
     _execution_context: ExecutionContext | None = None
     _workflow_graph: TaskGraph | None = None  # the graph this executable was added to
@@ -243,9 +254,11 @@ class TaskWrapper(Executable):
         max_retries: int | None = None,
         retry_policy: RetryPolicy | None = None,
         timeout_s: float | None = None,
+        io: bool = False,
     ) -> None:
         if not callable(func):
             raise TypeError(f"task '{task_id}': {func!r} is not callable")
+        _check_kind(task_id, func, io)
         if max_cycles is not None and max_cycles < 1:
             raise ConfigError(f"task '{task_id}': max_cycles must be >= 1, got {max_cycles}")
         if max_retries is not None and max_retries < 0:
@@ -263,6 +276,7 @@ class TaskWrapper(Executable):
         self.retry_policy = retry_policy
         self.max_retries = retry_policy.max_retries if retry_policy is not None else max_retries
         self.timeout_s = timeout_s
+        self.io = io
         self._bound_kwargs: dict[str, Any] = {}
         self._iteration_args: tuple[Any, ...] = ()
         self._param_names: tuple[str, ...] | None = None
@@ -275,6 +289,13 @@ class TaskWrapper(Executable):
     @property
     def task_id(self) -> str:
         return self._task_id
+
+    @property
+    def lane(self) -> str:
+        """``io`` for ``@task(io=True)``, ``async`` for an ``async def``, else ``cpu``."""
+        if self.io:
+            return IO_LANE
+        return ASYNC_LANE if _is_async(self.func) else CPU_LANE
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A compact form: graphs of thousands of tasks are pickled once per run for the
@@ -429,6 +450,40 @@ class TaskWrapper(Executable):
         return f"TaskWrapper({self._task_id})"
 
 
+def _is_async(func: Callable[..., Any]) -> bool:
+    try:
+        return _is_async_cached(func)
+    except TypeError:  # an unhashable callable object
+        return _is_async_cached.__wrapped__(func)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_async_cached(func: Callable[..., Any]) -> bool:
+    target = func
+    while isinstance(target, functools.partial):
+        target = target.func
+    call = getattr(target, "__call__", None)  # noqa: B004 - an object with an async __call__
+    return inspect.iscoroutinefunction(target) or (
+        not inspect.isroutine(target) and inspect.iscoroutinefunction(call)
+    )
+
+
+def _check_kind(task_id: str, func: Callable[..., Any], io: bool) -> None:
+    """ConfigError for a function no lane can run as asked."""
+    if inspect.isasyncgenfunction(func):
+        raise ConfigError(
+            f"task '{task_id}': an async generator function cannot be a task (its items "
+            "would never be awaited); make it an async def that returns a list"
+        )
+    if inspect.isgeneratorfunction(func):
+        return
+    if io and _is_async(func):
+        raise ConfigError(
+            f"task '{task_id}': io=True is for blocking sync functions, and this one is "
+            "async def: drop io=True (async tasks run on the worker's event loop)"
+        )
+
+
 @functools.lru_cache(maxsize=4096)
 def _parameter_names(func: Callable[..., Any], inject_context: bool) -> tuple[str, ...]:
     # Cached per function: thousands of task instances often share one function, and
@@ -482,6 +537,7 @@ _OPTION_FIELDS = (
     "max_retries",
     "retry_policy",
     "timeout_s",
+    "io",
 )
 _WRAPPER_FIELDS = frozenset(
     {

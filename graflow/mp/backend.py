@@ -22,7 +22,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from graflow.core import codec
-from graflow.core.spec import Completion, WorkItem
+from graflow.core.spec import Completion, OutcomeKind, WorkItem
+from graflow.core.task import ASYNC_LANE, CPU_LANE, IO_LANE
 from graflow.exceptions import (
     BackendError,
     RunInterrupted,
@@ -32,7 +33,7 @@ from graflow.exceptions import (
     WorkflowTimeoutError,
 )
 from graflow.mp import mapped, pipe, shm
-from graflow.mp.channel_host import ChannelHost
+from graflow.mp.channel_host import Caller, ChannelHost
 from graflow.mp.conditional import ConditionalItems
 from graflow.mp.pipe import Msg
 from graflow.mp.pool import WorkerHandle
@@ -47,6 +48,8 @@ __all__ = ["ProcessBackend"]
 
 logger = logging.getLogger(__name__)
 
+_NOT_RUN = (OutcomeKind.UNSTARTED, OutcomeKind.VOID)
+_CANCEL_GRACE_S = 1.0
 _MAX_BATCH = 512
 _TARGET_BATCH_S = 0.002  # aim for about this much work per message per worker
 
@@ -61,7 +64,9 @@ class ProcessBackend:
 
     def __init__(self, supervisor: Supervisor, timeout_s: float | None) -> None:
         self.sup = supervisor
-        self.pending: deque[WorkItem] = deque()
+        self.pending: deque[WorkItem] = deque()  # plain sync items, for the cpu lanes
+        self.pending_concurrent: deque[WorkItem] = deque()  # io and async items
+        self.lane_of: dict[int, str] = {}  # io and async items of the run, by seq
         self.ready: list[Completion] = []
         self.deliveries: dict[int, int] = {}
         self.avg_task_s: float | None = None
@@ -106,8 +111,21 @@ class ProcessBackend:
         return True
 
     def submit(self, item: WorkItem, exe: Executable, inline: bool) -> Completion | None:
-        self.pending.append(item)
+        lane = exe.lane
+        if lane == CPU_LANE:
+            self.pending.append(item)
+        else:
+            self.lane_of[item.seq] = lane
+            self.pending_concurrent.append(item)
         return None
+
+    def _due(self, item: WorkItem, first: bool = True) -> None:
+        """``item`` is due again (redelivered or handed back), at the head of its queue."""
+        due = self.pending_concurrent if item.seq in self.lane_of else self.pending
+        if first:
+            due.appendleft(item)
+        else:
+            due.append(item)
 
     def submit_after(self, item: WorkItem, exe: Executable, parent: int) -> None:
         """Hand over ``item``, to run only if item ``parent`` finishes cleanly."""
@@ -138,6 +156,8 @@ class ProcessBackend:
                 self._send(handle, (Msg.END_RUN, self.run_id))
                 handle.run_id = None
         self.pending.clear()
+        self.pending_concurrent.clear()
+        self.lane_of.clear()
         self.cond.clear()
         self._release_shared()
 
@@ -153,6 +173,8 @@ class ProcessBackend:
             return
         if self.cond:
             self._flush_chained()
+        if self.pending_concurrent:
+            self._flush_concurrent()
         if not self.pending:
             return
         handles = [h for h in self.sup._handles if not h.retiring]
@@ -160,15 +182,49 @@ class ProcessBackend:
             return
         cap = self._batch_cap()
         share = max(1, math.ceil(len(self.pending) / len(handles)))
-        for handle in sorted(handles, key=lambda h: len(h.outstanding)):
+        for handle in sorted(handles, key=_cpu_load):
             if not self.pending:
                 return
-            room = min(cap - len(handle.outstanding), share)
+            room = min(cap - _cpu_load(handle), share)
             if room <= 0 or handle.timeout_at is not None:
                 continue
             batch = self._take(room, idle=not handle.outstanding)
             if batch:
                 self._send_items(handle, batch)
+
+    def _flush_concurrent(self) -> None:
+        """Send io and async items to workers whose lanes have room, evenly."""
+        handles = [h for h in self.sup._handles if not h.retiring and h.timeout_at is None]
+        if not handles:
+            return
+        share = max(1, math.ceil(len(self.pending_concurrent) / len(handles)))
+        for handle in sorted(handles, key=lambda h: len(h.concurrent)):
+            batch = self._take_concurrent(handle, share)
+            if batch:
+                self._send_items(handle, batch)
+            if not self.pending_concurrent:
+                return
+
+    def _take_concurrent(self, handle: WorkerHandle, share: int) -> list[WorkItem]:
+        pending = self.pending_concurrent
+        rooms = {
+            IO_LANE: self.sup.threads - handle.io_out,
+            ASYNC_LANE: self.sup.max_async - handle.aio_out,
+        }
+        batch: list[WorkItem] = []
+        while pending and len(batch) < share:
+            item = pending[0]
+            if item.timeout_s is not None:
+                # Its send time is its start time only on an idle worker, alone (see _take).
+                if not batch and not handle.outstanding:
+                    batch.append(pending.popleft())
+                break
+            lane = self.lane_of[item.seq]
+            if rooms[lane] <= 0:
+                break
+            rooms[lane] -= 1
+            batch.append(pending.popleft())
+        return batch
 
     def _flush_chained(self) -> None:
         for handle in self.sup._handles:
@@ -194,18 +250,19 @@ class ProcessBackend:
 
     def _send_items(self, handle: WorkerHandle, batch: list[WorkItem]) -> None:
         if not self._send_run(handle):
-            self.pending.extendleft(reversed(batch))
+            for item in reversed(batch):
+                self._due(item)
             return
         dynamic = self.scheduler.dynamic_nodes
         if handle.nodes_sent < len(dynamic):
             if not self._send(handle, (Msg.NODES, self.run_id, dynamic[handle.nodes_sent :])):
-                self.pending.extendleft(reversed(batch))
+                for item in reversed(batch):
+                    self._due(item)
                 return
             handle.nodes_sent = len(dynamic)
-        raw = [i.as_tuple() for i in batch]
-        afters = self.cond.afters(batch)
+        raw = self._encode(batch)
         try:
-            frame = pipe.dumps((Msg.ITEMS, self.run_id, raw, afters), self.sup.shm_threshold_bytes)
+            frame = pipe.dumps((Msg.ITEMS, self.run_id, raw), self.sup.shm_threshold_bytes)
         except Exception:  # noqa: BLE001 - find the items whose arguments won't pickle
             self._send_items_one_by_one(handle, batch)
             return
@@ -215,10 +272,9 @@ class ProcessBackend:
 
     def _send_items_one_by_one(self, handle: WorkerHandle, batch: list[WorkItem]) -> None:
         for item in batch:
-            raw = [item.as_tuple()]
-            afters = self.cond.afters([item])
+            raw = self._encode([item])
             try:
-                msg = (Msg.ITEMS, self.run_id, raw, afters)
+                msg = (Msg.ITEMS, self.run_id, raw)
                 frame = pipe.dumps(msg, self.sup.shm_threshold_bytes)
             except Exception as exc:  # noqa: BLE001 - reported as this task's failure
                 err = TaskError(
@@ -232,13 +288,40 @@ class ProcessBackend:
             if not self._send_frame(handle, frame):
                 return
 
+    def _encode(self, batch: list[WorkItem]) -> list[tuple[Any, ...]]:
+        afters = self.cond.afters(batch)
+        if afters is None:
+            return [codec.encode_item(item) for item in batch]
+        return [codec.encode_item(item, after) for item, after in zip(batch, afters, strict=True)]
+
     def _register(self, handle: WorkerHandle, batch: list[WorkItem]) -> None:
+        lane_of = self.lane_of
         for item in batch:
             handle.outstanding[item.seq] = item
+            lane = lane_of.get(item.seq)
+            if lane is not None:
+                handle.concurrent[item.seq] = lane
+                if lane == IO_LANE:
+                    handle.io_out += 1
+                else:
+                    handle.aio_out += 1
         first = batch[0]
         if first.timeout_s is not None:
-            handle.timeout_at = time.monotonic() + first.timeout_s
+            # An async task is cancelled by its worker at its timeout; the process is killed
+            # only if it has not stopped a grace second later.
+            grace = _CANCEL_GRACE_S if lane_of.get(first.seq) == ASYNC_LANE else 0.0
+            handle.timeout_at = time.monotonic() + first.timeout_s + grace
             self.has_timeouts = True
+
+    def _unregister(self, handle: WorkerHandle, seq: int) -> WorkItem | None:
+        """``seq`` is off ``handle``: its item (None if it held no such item)."""
+        item = handle.outstanding.pop(seq, None)
+        lane = handle.concurrent.pop(seq, None)
+        if lane == IO_LANE:
+            handle.io_out -= 1
+        elif lane == ASYNC_LANE:
+            handle.aio_out -= 1
+        return item
 
     def _send(self, handle: WorkerHandle, msg: Any) -> bool:
         return self._send_frame(handle, pipe.dumps(msg, self.sup.shm_threshold_bytes))
@@ -253,13 +336,14 @@ class ProcessBackend:
         handle.unread += refs
         return True
 
-    def _reply(self, worker: int, ok: bool, value: Any) -> None:
-        handle = self.sup._handles[worker]
+    def _reply(self, caller: Caller, ok: bool, value: Any) -> None:
+        handle = self.sup._handles[caller[0]]
+        number = caller[2]
         try:
-            self._send(handle, (Msg.CHAN_REPLY, ok, value))
+            self._send(handle, (Msg.CHAN_REPLY, number, ok, value))
         except Exception as exc:  # noqa: BLE001 - the value itself would not pickle
             err = TypeError(f"channel value could not be sent to the worker: {exc}")
-            self._send(handle, (Msg.CHAN_REPLY, False, err))
+            self._send(handle, (Msg.CHAN_REPLY, number, False, err))
 
     # -- receiving --------------------------------------------------------------------
     def _poll_timeout(self, deadline: float | None) -> float | None:
@@ -319,10 +403,12 @@ class ProcessBackend:
         if kind == Msg.DONE:
             self._on_done(handle, msg[1])
         elif kind == Msg.CHAN:
-            if self.host is not None and msg[1] == self.run_id:
-                self.host.handle(handle.index, msg[2], msg[3])
+            _, run_id, op, args, number, owner = msg
+            caller = (handle.index, owner, number)
+            if self.host is not None and run_id == self.run_id:
+                self.host.handle(caller, op, args)
             else:
-                self._reply(handle.index, False, RuntimeError("no run is active"))
+                self._reply(caller, False, RuntimeError("no run is active"))
         elif kind == Msg.RETIRING:
             logger.info("worker %d retiring: %s", handle.index, msg[1])
             handle.retiring = True
@@ -334,17 +420,22 @@ class ProcessBackend:
         count = 0
         cond = self.cond
         worker = f"pid {handle.proc.pid}"
-        for seq, task_id, ok, value, error, commands, duration, tb in entries:
-            item = handle.outstanding.pop(seq, None)
+        for entry in entries:
+            outcome = codec.decode_outcome(entry)
+            seq, task_id, value, error = outcome.seq, outcome.task_id, outcome.value, outcome.error
+            commands, duration, tb = outcome.commands, outcome.duration_s, outcome.traceback
+            item = self._unregister(handle, seq)
             if item is None:
                 if isinstance(value, shm.Shared):
                     shm.release([value.ref])  # a stale duplicate: nobody will read it
                 continue
-            if ok is None:  # handed back unstarted (the run drains), or a skipped conditional
+            if outcome.kind in _NOT_RUN:  # handed back (the run drains), or a skipped conditional
                 self._take_back(item)
                 continue
+            self.lane_of.pop(seq, None)
             if isinstance(error, TaskError) and tb and error.remote_traceback is None:
                 error.remote_traceback = tb
+            ok = outcome.ok
             if ok:
                 ok, value, error = self._result_value(task_id, value)
             self.ready.append(
@@ -393,7 +484,7 @@ class ProcessBackend:
         if self.cond.is_unresolved(item.seq):
             self.ready.append(self.cond.void(item))
         else:
-            self.pending.append(item)
+            self._due(item, first=False)
 
     # -- faults -----------------------------------------------------------------------
     def _on_death(self, handle: WorkerHandle, timed_out: int | None = None) -> None:
@@ -403,6 +494,8 @@ class ProcessBackend:
         exitcode = handle.proc.exitcode
         leftovers = list(handle.outstanding.values())
         handle.outstanding.clear()
+        handle.concurrent.clear()
+        handle.io_out = handle.aio_out = 0
         if self.host is not None:
             self.host.forget_worker(handle.index)
         self._replace(handle, kill=True)
@@ -451,9 +544,9 @@ class ProcessBackend:
                     lost = WorkerLost(item.task_id, count, detail)
                     self.ready.append(Completion(item.seq, item.task_id, False, None, lost))
                 else:
-                    self.pending.appendleft(item)
+                    self._due(item)
             else:
-                self.pending.appendleft(item)
+                self._due(item)
 
     def _replace(self, handle: WorkerHandle, kill: bool) -> None:
         sup = self.sup
@@ -514,3 +607,8 @@ def _open_sealed(task_id: str, value: pipe.Sealed) -> tuple[bool, Any, BaseExcep
             None,
             TaskError(task_id, f"its result could not be rebuilt in the driver: {detail}"),
         )
+
+
+def _cpu_load(handle: WorkerHandle) -> int:
+    """Items a worker holds for its cpu lane."""
+    return len(handle.outstanding) - len(handle.concurrent)

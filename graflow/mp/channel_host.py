@@ -3,8 +3,10 @@
 Workers send channel operations as requests; the supervisor applies them to the run's one
 channel, in arrival order, on its single thread: that is what makes ``atomic_add`` atomic
 across processes and a write visible to every task that starts after the writer finished.
-``lock`` is a per-key re-entrant lock owned by a worker; a request that cannot be granted
-is parked (the worker waits for its reply) until the lock is released or its timeout ends.
+``lock`` is a per-key re-entrant lock owned by one thread (or coroutine) of one worker; a
+request that cannot be granted is parked (its caller waits for the reply) until the lock is
+released or its timeout ends. Several threads of a worker may have requests out at once:
+each reply names the request it answers.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from graflow.channels.base import Channel
 
 __all__ = ["ChannelHost"]
 
-Reply = Callable[[int, bool, Any], None]  # (worker index, ok, value or exception)
+Caller = tuple[int, Any, int]
+"""Who asked: (worker index, the asking thread or coroutine in it, request number)."""
+Reply = Callable[[Caller, bool, Any], None]  # (caller, ok, value or exception)
 
 _ABSENT = object()
 
@@ -33,12 +37,12 @@ class ChannelHost:
     def __init__(self, channel: Channel, reply: Reply) -> None:
         self.channel = channel
         self._reply = reply
-        self._owners: dict[str, tuple[int, int]] = {}  # key -> (worker, depth)
-        self._waiters: dict[str, deque[tuple[int, float]]] = {}  # key -> (worker, deadline)
+        self._owners: dict[str, tuple[Caller, int]] = {}  # key -> (caller, depth)
+        self._waiters: dict[str, deque[tuple[Caller, float]]] = {}  # key -> (caller, deadline)
         self._peek: Callable[..., Any] | None = getattr(channel, "peek", None)
 
-    def handle(self, worker: int, op: str, args: tuple[Any, ...]) -> None:
-        """Serve one request from ``worker`` (replies now, or later for a parked lock)."""
+    def handle(self, worker: Caller, op: str, args: tuple[Any, ...]) -> None:
+        """Serve one request of a caller (replies now, or later for a parked lock)."""
         if op in _PLAIN_OPS:
             try:
                 value = getattr(self.channel, op)(*args)
@@ -61,20 +65,20 @@ class ChannelHost:
         else:
             self._reply(worker, False, ValueError(f"unknown channel operation {op!r}"))
 
-    def _acquire(self, worker: int, key: str, timeout_s: float) -> None:
+    def _acquire(self, worker: Caller, key: str, timeout_s: float) -> None:
         owner = self._owners.get(key)
-        if owner is None or owner[0] == worker:
+        if owner is None or _same_owner(owner[0], worker):
             self._owners[key] = (worker, (owner[1] if owner else 0) + 1)
             self._reply(worker, True, None)
             return
         self._waiters.setdefault(key, deque()).append((worker, time.monotonic() + timeout_s))
 
-    def _release(self, worker: int, key: str) -> None:
+    def _release(self, worker: Caller, key: str) -> None:
         owner = self._owners.get(key)
-        if owner is None or owner[0] != worker:
+        if owner is None or not _same_owner(owner[0], worker):
             return
         if owner[1] > 1:
-            self._owners[key] = (worker, owner[1] - 1)
+            self._owners[key] = (owner[0], owner[1] - 1)
             return
         del self._owners[key]
         self._grant_next(key)
@@ -100,7 +104,7 @@ class ChannelHost:
         now = time.monotonic()
         nearest: float | None = None
         for key, waiters in list(self._waiters.items()):
-            kept: deque[tuple[int, float]] = deque()
+            kept: deque[tuple[Caller, float]] = deque()
             for worker, deadline in waiters:
                 if deadline < now:
                     self._reply(worker, False, TimeoutError(f"could not acquire lock on '{key}'"))
@@ -116,8 +120,13 @@ class ChannelHost:
     def forget_worker(self, worker: int) -> None:
         """A worker died: drop its locks (granting them onward) and its parked requests."""
         for key, waiters in list(self._waiters.items()):
-            self._waiters[key] = deque(w for w in waiters if w[0] != worker)
+            self._waiters[key] = deque(w for w in waiters if w[0][0] != worker)
         for key, (owner, _depth) in list(self._owners.items()):
-            if owner == worker:
+            if owner[0] == worker:
                 del self._owners[key]
                 self._grant_next(key)
+
+
+def _same_owner(a: Caller, b: Caller) -> bool:
+    """The same thread (or coroutine) of the same worker, whatever the request."""
+    return a[0] == b[0] and a[1] == b[1]

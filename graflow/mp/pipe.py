@@ -32,12 +32,12 @@ class Msg(IntEnum):
 
     RUN = 1  # (RUN, run_id, graph_blob, handlers_blob)
     NODES = 2  # (NODES, run_id, [executable, ...])
-    ITEMS = 3  # (ITEMS, run_id, [item tuple, ...], [predecessor seq or 0, ...] or None)
+    ITEMS = 3  # (ITEMS, run_id, [codec.encode_item(item, after), ...])
     END_RUN = 4  # (END_RUN, run_id)
     STOP = 5  # (STOP,)
-    CHAN_REPLY = 6  # (CHAN_REPLY, ok, value)
-    DONE = 10  # (DONE, [completion tuple, ...])
-    CHAN = 11  # (CHAN, run_id, op, args)
+    CHAN_REPLY = 6  # (CHAN_REPLY, request number, ok, value)
+    DONE = 10  # (DONE, [codec.encode_outcome(outcome), ...])
+    CHAN = 11  # (CHAN, run_id, op, args, request number, caller in the worker)
     RETIRING = 12  # (RETIRING, reason)
 
 

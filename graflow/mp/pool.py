@@ -50,9 +50,12 @@ class WorkerHandle:
     """The supervisor's side of one worker process."""
 
     __slots__ = (
+        "aio_out",
         "chained",
+        "concurrent",
         "conn",
         "index",
+        "io_out",
         "nodes_sent",
         "outstanding",
         "proc",
@@ -67,6 +70,11 @@ class WorkerHandle:
         self.proc = proc
         self.conn = conn
         self.outstanding: dict[int, WorkItem] = {}
+        # Of those, the io and async items (by seq: their lane), which do not take the
+        # worker's cpu lane.
+        self.concurrent: dict[int, str] = {}
+        self.io_out = 0
+        self.aio_out = 0
         self.chained: list[WorkItem] = []  # conditional items to send after what it holds
         self.run_id: str | None = None
         self.nodes_sent = 0

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
+from graflow.config import lane_sizes
 from graflow.core.interrupt import drain_on_signals
 from graflow.exceptions import BackendUnavailable, ConfigError
 from graflow.mp import mapped, pipe, shm
@@ -53,6 +54,9 @@ class Supervisor:
     """A pool of worker processes that runs workflows; reuse it for many runs.
 
     ``with Supervisor(processes=8) as sup: sup.run(wf_a); sup.run(wf_b)`` forks once.
+    Each process runs plain tasks one at a time, up to ``threads`` ``io=True`` tasks at once
+    on a thread pool, and up to ``max_async`` ``async def`` tasks on an event loop
+    (defaults: GRAFLOW_THREADS or 16, GRAFLOW_MAX_ASYNC or 1000).
     """
 
     def __init__(
@@ -67,6 +71,8 @@ class Supervisor:
         grace_s: float = 30.0,
         chain_lookahead: int = 8,
         tracing: TraceSetup | None = None,
+        threads: int | None = None,
+        max_async: int | None = None,
     ) -> None:
         count = (os.cpu_count() or 1) if processes is None else processes
         if count < 1:
@@ -83,6 +89,8 @@ class Supervisor:
                 f"start_method {start_method!r} is not available here; "
                 f"choose one of {mp.get_all_start_methods()}"
             )
+        self.threads, self.max_async = lane_sizes(threads, max_async)
+        """Per worker process: io tasks run at once, async tasks kept in flight."""
         check_main_guard(method)  # before any worker starts (spawn re-imports the script)
         self.processes = count
         self.start_method = method
@@ -122,6 +130,8 @@ class Supervisor:
             inherited_fds=self._parent_fds(parent) if self.start_method == "fork" else (),
             parent_pid=os.getpid(),
             tracing=self.tracing,
+            threads=self.threads,
+            max_async=self.max_async,
         )
         proc = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,

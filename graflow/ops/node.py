@@ -39,6 +39,8 @@ def _node_settings(args: argparse.Namespace, env: Settings) -> Settings:
         redis_ca_cert=tls.ca_cert,
         redis_cert=tls.cert,
         redis_key=tls.key,
+        threads=env.threads if args.threads is None else args.threads,
+        max_async=env.max_async if args.max_async is None else args.max_async,
     )
 
 
@@ -75,5 +77,7 @@ def supervisor_command(args: argparse.Namespace, env: Settings, console: Console
         max_deliveries=settings.max_deliveries,
         grace_s=settings.grace_s,
         tracing=trace_setup_of(args, env),
+        threads=settings.threads,
+        max_async=settings.max_async,
     )
     return run_node(node, secret, metrics)

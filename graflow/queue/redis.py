@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from graflow.core import codec
 from graflow.core.handlers.direct import DirectTaskHandler
-from graflow.core.spec import ITEM_FIELDS, WorkItem
+from graflow.core.spec import Outcome, OutcomeKind, WorkItem
 from graflow.exceptions import BackendError, BackendUnavailable, PoisonMessage, TaskError
 from graflow.queue.base import TaskQueue, TaskSpec, TaskStatus
 from graflow.queue.factory import TaskQueueFactory
@@ -162,7 +163,7 @@ class RedisTaskQueue(TaskQueue):
                 attempt=task_spec.retry_count,
                 max_cycles=context.cycle_controller.get_max_cycles_for_node(exe.task_id),
             )
-            self.stream.submit(run_id, [self.signer.dumps([item.as_tuple()])])
+            self.stream.submit(run_id, [self.signer.dumps([codec.encode_item(item)])])
         self.metrics["enqueued"] += 1
         return True
 
@@ -242,7 +243,7 @@ class RedisTaskQueue(TaskQueue):
         taken, self._taken = self._taken, {}
         with _redis_errors("handing back dequeued tasks"):
             for run_id, item, _state in taken.values():
-                self.stream.submit(run_id, [self.signer.dumps([item.as_tuple()])])
+                self.stream.submit(run_id, [self.signer.dumps([codec.encode_item(item)])])
         if self._owns_client:
             self.client.close()
 
@@ -257,9 +258,9 @@ class RedisTaskQueue(TaskQueue):
         queue. Conditional items (chain lookahead: "run only after item P finished cleanly")
         are reported void: the producer sends them again, plainly, once P is done."""
         try:
-            raws = self.signer.loads(entry.blob)
-            items = [WorkItem(*raw[:ITEM_FIELDS]) for raw in raws]
-            conditional = [len(raw) > ITEM_FIELDS and bool(raw[ITEM_FIELDS]) for raw in raws]
+            decoded = [codec.decode_item(raw) for raw in self.signer.loads(entry.blob)]
+            items = [item for item, _ in decoded]
+            conditional = [bool(after) for _, after in decoded]
         except (PoisonMessage, TypeError, ValueError, IndexError) as exc:
             self.stream.dead_letter(entry, f"undecodable work items: {exc}")
             return None
@@ -271,12 +272,14 @@ class RedisTaskQueue(TaskQueue):
         voids = [i for i, cond in zip(items, conditional, strict=True) if cond]
         with self.client.pipeline(transaction=True) as pipe:
             if voids:
-                records = [(i.seq, i.task_id, None, None, None, None, 0.0, None) for i in voids]
+                records = [
+                    codec.encode_outcome(Outcome.skipped(i, OutcomeKind.VOID)) for i in voids
+                ]
                 pipe.xadd(keys.done(entry.run_id), {b"b": self.signer.dumps(records)})
                 pipe.expire(keys.done(entry.run_id), RUN_TTL_S)
             pipe.execute()
         if len(plain) > 1:
-            blob = self.signer.dumps([i.as_tuple() for i in plain[1:]])
+            blob = self.signer.dumps([codec.encode_item(i) for i in plain[1:]])
             self.stream.submit(entry.run_id, [blob])
         self.stream.ack([entry.entry_id])
         if not plain:

@@ -31,7 +31,7 @@ import redis
 
 from graflow.core import codec
 from graflow.core.backend import BACKEND_FACTORIES
-from graflow.core.spec import Completion, WorkItem
+from graflow.core.spec import Completion, OutcomeKind, WorkItem
 from graflow.exceptions import (
     BackendUnavailable,
     ConfigError,
@@ -233,11 +233,11 @@ class RedisBackend:
             cond = self.conditional.get(item.seq)
             parent = unit_of.get(cond[1]) if cond is not None else None
             if parent is None:
-                unit: list[tuple[Any, ...]] = [item.as_tuple()]
+                unit: list[tuple[Any, ...]] = [codec.encode_item(item)]
                 units.append(unit)
             else:
                 unit = parent
-                unit.append((*item.as_tuple(), cond[1]))  # type: ignore[index]
+                unit.append(codec.encode_item(item, cond[1]))  # type: ignore[index]
             unit_of[item.seq] = unit
         size = self._entry_size(len(units))
         entries: list[list[tuple[Any, ...]]] = []
@@ -346,10 +346,15 @@ class RedisBackend:
             records = self.signer.loads(fields[b"b"])
             worker = fields.get(b"w", b"").decode(errors="replace")
             completions = []
-            for seq, task_id, ok, value, error, commands, duration, tb in records:
-                if ok is None:
+            for record in records:
+                outcome = codec.decode_outcome(record)
+                seq, task_id, value = outcome.seq, outcome.task_id, outcome.value
+                error = outcome.error
+                commands, duration, tb = outcome.commands, outcome.duration_s, outcome.traceback
+                if outcome.kind in (OutcomeKind.VOID, OutcomeKind.UNSTARTED):
                     completions.append(Completion(seq, task_id, False, void=True))
                     continue
+                ok = outcome.ok
                 if type(value) is Pickled:
                     ok, value, unusable = value.open(task_id)
                     error = error if unusable is None else unusable

@@ -273,8 +273,8 @@ class RedisChannel(Channel):
         self._key_start = len(keys.channel(name, "").encode())  # in the bytes of a Redis name
         self._index = keys.channel_index(name)
         self._custom_index = keys.channel_index_custom(name)
-        self._kept_key: str | None = None
-        self._kept_value: Any = None
+        # One tuple, replaced whole: a worker's lanes read it while another replaces it.
+        self._kept: tuple[str | None, Any] = (None, None)
         self._default_ms = _ttl_ms(ttl_s)
         self.ttl_s = ttl_s
         self._signer = signer if signer is not None else Signer(load_secret())
@@ -322,8 +322,7 @@ class RedisChannel(Channel):
         self._key_start = len(keys.channel(self.name, "").encode())
         self._index = keys.channel_index(self.name)
         self._custom_index = keys.channel_index_custom(self.name)
-        self._kept_key = None
-        self._kept_value = None
+        self._kept = (None, None)
         self.ttl_s = state["ttl_s"]
         self._default_ms = _ttl_ms(self.ttl_s)
         self._signer = state["signer"]
@@ -362,7 +361,7 @@ class RedisChannel(Channel):
         """
         if not mapping:
             return
-        if self._kept_key in mapping:
+        if self._kept[0] in mapping:
             self._forget(None)
         pipe = self._client.pipeline(transaction=True)
         self.queue_update(pipe, mapping)
@@ -424,18 +423,18 @@ class RedisChannel(Channel):
         successor that takes it (``b(a)`` right after ``a``) then reads it without a GET.
         A write of that key through this channel forgets it.
         """
-        self._kept_key = key
-        self._kept_value = value if key is not None else None
+        self._kept = (key, value if key is not None else None)
 
     def _forget(self, key: str | None) -> None:
-        if key is None or key == self._kept_key:
-            self._kept_key = self._kept_value = None
+        if key is None or key == self._kept[0]:
+            self._kept = (None, None)
 
     @_translating_errors
     def get(self, key: str, default: Any = None) -> Any:
         """The value under ``key`` (a list for list keys), or ``default`` when missing."""
-        if key == self._kept_key:
-            return self._kept_value
+        kept_key, kept_value = self._kept
+        if key == kept_key:
+            return kept_value
         name = keys.channel(self.name, key)
         try:
             found = bulk.get_string(self._client, name, _BYTES_MARK)

@@ -39,7 +39,7 @@ import redis
 from graflow.config import RedisTLS
 from graflow.core import codec
 from graflow.core.handler import TaskHandler
-from graflow.core.spec import ITEM_FIELDS, Completion, WorkItem
+from graflow.core.spec import Completion, Outcome, OutcomeKind, WorkItem
 from graflow.core.workflow import clear_workflow_context
 from graflow.exceptions import BackendUnavailable, PoisonMessage, TaskError, WorkerLost
 from graflow.redis import keys
@@ -52,11 +52,12 @@ from graflow.redis.connect import (
     is_passing,
     refresh_after_outage,
 )
-from graflow.redis.queue import QueueEntry, RedisTaskQueue, execute_then_wait
+from graflow.redis.queue import QueueEntry, RedisTaskQueue
 from graflow.redis.runs import UnloadableRun, fetch_nodes, fetch_run
 from graflow.redis.signing import Signer
 from graflow.trace.setup import TraceSetup, start_attempt_spans
 from graflow.trace.span import AttemptSpans
+from graflow.worker.loop import DEFAULT_MAX_ASYNC, DEFAULT_THREADS, Batch, Room, WorkLoop
 from graflow.worker.meter import TaskMeter
 from graflow.worker.runtime import RunState
 
@@ -97,34 +98,18 @@ def _is_stream_gone(exc: redis.ResponseError) -> bool:
     return message.startswith(("NOGROUP", "UNBLOCKED"))
 
 
-def _portable_record(record: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``record`` if it pickles, else a failed record with a TaskError that says why."""
-    try:
-        codec.dumps(record)
-        return record
-    except Exception as exc:  # noqa: BLE001 - reported as this task's failure
-        seq, task_id = record[0], record[1]
-        err = TaskError(task_id, f"its outcome could not be pickled: {exc}")
-        return (seq, task_id, False, None, err, None, 0.0, None)
-
-
-class _Batch:
-    """Outcomes of claimed entries waiting for one round trip per run."""
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.entries: list[QueueEntry] = []
-        self.runs: dict[str, tuple[RunState, dict[str, Any], list[bytes]]] = {}
-        self.failed = 0
-
-    def add(
-        self, entry: QueueEntry, state: RunState, failed: int, blob: bytes, stored: dict[str, Any]
-    ) -> None:
-        self.entries.append(entry)
-        _, results, blobs = self.runs.setdefault(entry.run_id, (state, {}, []))
-        results.update(stored)
-        blobs.append(blob)
-        self.failed += failed
+def _portable_records(records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``records``, each failed with a TaskError that says why if it does not pickle."""
+    portable = []
+    for record in records:
+        try:
+            codec.dumps(record)
+            portable.append(record)
+        except Exception as exc:  # noqa: BLE001 - reported as this task's failure
+            seq, task_id = record[0], record[1]
+            err = TaskError(task_id, f"its outcome could not be pickled: {exc}")
+            portable.append(codec.encode_outcome(Outcome.failure(seq, task_id, err)))
+    return portable
 
 
 @dataclass(frozen=True)
@@ -143,10 +128,19 @@ class NodeSettings:
     block_ms: int = 1000
     max_tasks: int | None = None
     tracing: TraceSetup | None = None  # where workers send the spans of traced runs
+    threads: int = DEFAULT_THREADS
+    max_async: int = DEFAULT_MAX_ASYNC
 
 
 class RedisWorker:
-    """One worker process: claims entries from the queue and runs them."""
+    """One worker of a Redis queue: a WorkLoop whose source is the queue's stream.
+
+    As a source it claims entries (XREADGROUP, or XCLAIM of expired leases), verifies and
+    decodes them into batches, and writes each batch's outcomes: results, then completions,
+    then (with its last ones) the acknowledgement, in one round trip.
+    """
+
+    pushes = False  # entries are claimed when a lane has room
 
     def __init__(
         self,
@@ -161,7 +155,7 @@ class RedisWorker:
         """A worker of ``settings.queue``; the keyword hooks serve an in-process TaskWorker.
 
         ``client`` (bytes replies) replaces one made from ``settings.url``, ``handlers`` take
-        precedence over a run's own, and ``on_completion`` is called in this worker's thread
+        precedence over a run's own, and ``on_completion`` is called in the lane's thread
         with every completion, before it is posted.
         """
         self.settings = settings
@@ -179,7 +173,6 @@ class RedisWorker:
         self.runs: OrderedDict[str, RunState] = OrderedDict()
         self.nodes_loaded: dict[str, int] = {}
         self.in_hand: dict[bytes, QueueEntry] = {}
-        self._encoded: dict[str, Encoded] = {}  # results of the entry running, encoded
         self.stopping = threading.Event()
         self.tasks_done = 0
         self.tasks_failed = 0
@@ -189,50 +182,47 @@ class RedisWorker:
         self.avg_task_s: float | None = None
         self._lock = threading.Lock()
         self.attempt_spans: AttemptSpans | None = None  # set by the worker process's entry
+        self._runs_lock = threading.Lock()
+        self._group_ready = False
+        self._next_reclaim = 0.0
+        self._delay = 0.1
+        self._started_at: dict[int, float] = {}
+        self._broken: set[bytes] = set()  # finished entries an outage kept from posting
+        self.loop = WorkLoop(
+            self,
+            threads=settings.threads,
+            max_async=settings.max_async,
+            name=f"graflow-{consumer}",
+        )
 
-    # -- main loop --------------------------------------------------------------------
+    # -- lifecycle ----------------------------------------------------------------------
     def serve(self) -> None:
         """Claim and run entries until ``stop()``; survive Redis outages."""
         self._beat(self.settings.lease_ms / 3000)
         heartbeat = threading.Thread(target=self._heartbeat, name="graflow-lease", daemon=True)
         heartbeat.start()
-        delay = 0.1
-        next_reclaim = 0.0
-        group_ready = False
-        # Outcomes of the last entries run, written in the same round trip as the next claim.
-        done = _Batch()
+        try:
+            self.loop.serve()
+        finally:
+            self._hand_back_all()
+
+    def stop(self) -> None:
+        """Stop claiming; the loop ends once the items started are done."""
+        self.stopping.set()
+        self.loop.stop()
+
+    # -- WorkSource: fetch ----------------------------------------------------------------
+    def fetch(self, room: Room) -> list[Batch] | None:
+        """Claimed entries as batches (maybe none); None once stopping."""
         while not self.stopping.is_set():
             try:
-                if not group_ready:
-                    self.queue.ensure_group()
-                    group_ready = True
-                    # Redis is back: entries an outage cut short go back to the queue now
-                    # (their heartbeat keeps extending their lease, so none would expire).
-                    self._hand_back_all()
-                if time.monotonic() >= next_reclaim:
-                    next_reclaim = time.monotonic() + self.settings.lease_ms / 3000
-                    self._flush(done)
-                    done = self._process(self.queue.reclaim(self.consumer))
-                entries = self._flush(done, fetch=self._fetch_count())
-                done = self._process(entries)
-                delay = 0.1
-                if self.settings.max_tasks and (
-                    self.tasks_done + len(done.entries) >= self.settings.max_tasks
-                ):
-                    self._flush(done)
-                    return
+                return self._claim(room)
             except OUTAGE_ERRORS as exc:  # before ResponseError: a cluster's are ones too
-                done = _Batch()  # its entries are still in hand: handed back with the rest
-                self._encoded.clear()
-                group_ready = False
+                self._group_ready = False
                 logger.warning("worker %s: Redis unavailable (%s)", self.consumer, exc)
                 refresh_after_outage(self.client)
-                self.stopping.wait(delay)
-                delay = min(delay * 2, 5.0)
             except redis.ResponseError as exc:
-                done = _Batch()  # its entries are still in hand: handed back with the rest
-                self._encoded.clear()
-                group_ready = False
+                self._group_ready = False
                 if _is_stream_gone(exc):  # deleted (or Redis restarted empty): make it again
                     continue
                 if not is_passing(exc):
@@ -240,141 +230,221 @@ class RedisWorker:
                 logger.warning(
                     "worker %s: Redis refuses for now (%s); retrying", self.consumer, exc
                 )
-                self.stopping.wait(delay)
-                delay = min(delay * 2, 5.0)
-        with contextlib.suppress(redis.RedisError):
-            self._flush(done)
-        self._hand_back_all()
+            self.stopping.wait(self._delay)
+            self._delay = min(self._delay * 2, 5.0)
+        return None
 
-    def stop(self) -> None:
-        """Stop claiming; the loop ends after the entry in hand."""
-        self.stopping.set()
-
-    def _process(self, entries: list[QueueEntry]) -> _Batch:
-        """Run ``entries``; the outcomes not written yet come back as a batch to flush."""
+    def _claim(self, room: Room) -> list[Batch]:
+        if not self._group_ready:
+            self.queue.ensure_group()
+            self._group_ready = True
+        if self._broken:
+            # Entries an outage cut short go back to the queue as soon as Redis takes writes
+            # again (their heartbeat keeps extending their lease, so none would expire).
+            self._hand_back_broken()
+        if time.monotonic() >= self._next_reclaim:
+            self._next_reclaim = time.monotonic() + self.settings.lease_ms / 3000
+            entries = self.queue.reclaim(self.consumer)
+        else:
+            entries = self.queue.fetch(self.consumer, self._fetch_count(room), self._block_ms())
+        self._delay = 0.1
         with self._lock:
             for entry in entries:
                 self.in_hand[entry.entry_id] = entry
-        batch = _Batch()
-        for index, entry in enumerate(entries):
-            if self.stopping.is_set():
-                self._flush(batch)
-                self._hand_back(entries[index:])
-                return _Batch()
-            self._process_one(entry, batch)
-            # Short tasks share one round trip; a slow one is reported at once so that its
-            # successors need not wait for the rest of the batch.
-            if time.monotonic() - batch.started > _FLUSH_AFTER_S:
-                self._flush(batch)
-                batch = _Batch()
-        return batch
+        batches: list[Batch] = []
+        for entry in entries:
+            batch = self._batch(entry)
+            if batch is not None:
+                batches.append(batch)
+        return batches
 
-    def _process_one(self, entry: QueueEntry, batch: _Batch) -> None:
+    def _block_ms(self) -> int:
+        return self.settings.block_ms
+
+    def _fetch_count(self, room: Room) -> int:
+        if not room.cpu_idle:
+            return 1  # more for the io/async lanes while a cpu task runs
+        # Do not hoard slow tasks that idle workers elsewhere could take.
+        avg = self.avg_task_s
+        if avg is None:
+            return 1
+        return max(1, min(self.settings.batch, int(_FLUSH_AFTER_S / max(avg, 1e-6))))
+
+    def _batch(self, entry: QueueEntry) -> Batch | None:
+        """The entry's items as a batch, or None when it was dealt with here."""
         if entry.deliveries > self.settings.max_deliveries:
             self._give_up(entry)
-            return
+            return None
         try:
             raws = self.signer.loads(entry.blob)
-            items = [WorkItem(*raw[:ITEM_FIELDS]) for raw in raws]
-            afters = [raw[ITEM_FIELDS] if len(raw) > ITEM_FIELDS else 0 for raw in raws]
+            decoded = [codec.decode_item(raw) for raw in raws]
         except (PoisonMessage, TypeError, ValueError, IndexError) as exc:
             self._dead_letter(entry, f"undecodable work items: {exc}")
-            return
+            return None
+        items = [item for item, _ in decoded]
         if entry.deliveries > 1 and len(items) > 1:
             # Redelivered after a crash: run each item on its own, so the one that kills
             # its worker is found and the others are not charged for it.
             self._split(entry, raws)
-            return
+            return None
         try:
             state = self._run_state(entry.run_id, items)
         except UnloadableRun as exc:
             self._fail_items(entry, items, f"the worker could not load the run's code: {exc}")
-            return
+            return None
         if state is None:
             self._fail_items(entry, items, f"run {entry.run_id} is unknown or expired")
-            return
-        self._run_items(entry, state, items, afters, batch)
+            return None
+        afters = [after for _, after in decoded]
+        return Batch(state, items, afters, token=entry, extra={"stored": {}})
 
-    def _run_items(
-        self,
-        entry: QueueEntry,
-        state: RunState,
-        items: list[WorkItem],
-        afters: list[int],
-        batch: _Batch,
-    ) -> None:
-        """Run an entry's items in order; a conditional one only after a clean predecessor."""
-        channel = state.context.channel
-        try:
-            records, failed = self._run_in_order(entry, state, items, afters)
-        finally:
-            if isinstance(channel, RedisChannel):
-                channel.remember(None)  # successors travel in the same entry: keep nothing
-        batch.add(entry, state, failed, self._seal(records), self._take_stored(state))
+    # -- WorkSource: running ----------------------------------------------------------------
+    def is_draining(self) -> bool:
+        return self.stopping.is_set()
 
-    def _run_in_order(
-        self, entry: QueueEntry, state: RunState, items: list[WorkItem], afters: list[int]
-    ) -> tuple[list[tuple[Any, ...]], int]:
-        """The records of the items, and how many failed (see ``_run_items``)."""
-        records: list[tuple[Any, ...]] = []
-        clean: set[int] = set()
-        failed = 0
-        channel = state.context.channel
-        for item, after in zip(items, afters, strict=True):
-            if after:
-                # graflow.core.lookahead: it does not run after an unclean predecessor, nor on
-                # a draining node (void: the producer sends it again, to another node).
-                if after not in clean or self.stopping.is_set():
-                    records.append((item.seq, item.task_id, None, None, None, None, 0.0, None))
-                    continue
-                # The predecessor's outcome is posted before this item starts (the entry
-                # stays claimed): its successors need not wait for this one, and a crash of
-                # this item is charged to this item.
-                self._post_partial(entry.run_id, state, records)
-                records = []
-            completion = self._run_item(state, item)
-            record = self._record(state, completion)
-            completion.ok = record[2]
-            records.append(record)
-            failed += not completion.ok
-            is_clean = completion.ok and not completion.commands
-            if is_clean:
-                clean.add(item.seq)
-            if isinstance(channel, RedisChannel):  # what a conditional successor reads first
-                key = f"{item.task_id}.__result__" if is_clean else None
-                channel.remember(key, completion.value)
-        return records, failed
-
-    def _run_item(self, state: RunState, item: WorkItem) -> Completion:
-        started = time.perf_counter()
+    def on_start(self, item: WorkItem, lane: str) -> None:
         self.meter.start(item.attempt)
-        completion = state.run(item)
-        if _is_outage(completion.error):
-            # Redis went away under the task: not its failure. Run it again once Redis
-            # is back (serve() hands the entry back) instead of failing the run. What
-            # the entry's tasks stored so far goes too: it must not ride along with the
-            # next entry of this run (a cluster failover showed it).
-            state.context.stored.clear()
-            self._encoded.clear()
-            raise redis.ConnectionError(f"task {item.task_id}: {completion.error}")
-        if self.on_completion is not None:
-            self.on_completion(completion)
+        self._started_at[item.seq] = time.perf_counter()
+
+    def on_end(self, item: WorkItem, lane: str) -> None:
+        started = self._started_at.pop(item.seq, None)
+        if started is None:
+            return
         elapsed = time.perf_counter() - started
-        self.meter.finish(completion.ok, elapsed)
         avg = self.avg_task_s
         self.avg_task_s = elapsed if avg is None else 0.8 * avg + 0.2 * elapsed
-        return completion
 
-    def _post_partial(self, run_id: str, state: RunState, records: list[tuple[Any, ...]]) -> None:
-        """Store the results and post the completions of an entry's first items (no ack)."""
-        pipe = self.client.pipeline(transaction=False)
+    def on_idle(self) -> None:
+        """Nothing to do when idle."""
+
+    def task_done(self) -> None:
+        max_tasks = self.settings.max_tasks
+        if max_tasks and self.meter.finished >= max_tasks:
+            self.stop()
+
+    def seal(self, batch: Batch, completion: Completion, waited_on: bool) -> Outcome:
+        """The completion as it travels; a result that cannot be stored fails its task.
+
+        The result is encoded for the channel now, not when the batch is written: a value
+        that will not pickle fails its own task instead of the write of the whole batch.
+        """
+        state = batch.state
+        assert state is not None
+        if _is_outage(completion.error):
+            # Redis went away under the task: not its failure. The entry goes back to the
+            # queue once Redis is back, to run again, with nothing of what it stored.
+            batch.extra["broken"] = True
+            state.context.stored.pop(f"{completion.task_id}.__result__", None)
+            return Outcome.of(completion)
+        if self.on_completion is not None:
+            self.on_completion(completion)
+        self.meter.finish(completion.ok, completion.duration_s)
+        outcome = self._outcome(batch, state, completion)
         channel = state.context.channel
-        stored = self._take_stored(state)
-        if stored and isinstance(channel, RedisChannel):
-            channel.queue_update(pipe, stored)
-        elif stored:
-            channel.update(stored)
-        pipe.xadd(keys.done(run_id), {b"b": self._seal(records), b"w": self.consumer})
+        if isinstance(channel, RedisChannel):  # what a conditional successor reads first
+            key = f"{completion.task_id}.__result__" if outcome.is_clean else None
+            channel.remember(key, completion.value)
+        return outcome
+
+    def _outcome(self, batch: Batch, state: RunState, completion: Completion) -> Outcome:
+        key = f"{completion.task_id}.__result__"
+        stored = state.context.stored
+        has_stored = key in stored
+        value = stored.pop(key, None)
+        if not completion.ok:
+            if has_stored:
+                batch.extra["stored"][key] = value
+            return Outcome.of(completion)
+        try:
+            encoded = self._encode_result(state, value)
+            if has_stored:
+                batch.extra["stored"][key] = encoded if encoded is not None else value
+            return Outcome.of(completion, _inline_value(completion, encoded))
+        except Exception as exc:  # noqa: BLE001 - reported as this task's failure
+            batch.extra["stored"].pop(key, None)
+            detail = f"{type(exc).__name__}: {exc}"
+            message = f"its result could not be sent back from the worker process ({detail})"
+            error = TaskError(completion.task_id, message)
+            return Outcome.failure(completion.seq, completion.task_id, error)
+
+    def _encode_result(self, state: RunState, value: Any) -> Encoded | None:
+        """The stored result encoded for a Redis channel (None: nothing to encode here)."""
+        channel = state.context.channel
+        if type(value) in _PLAIN_TYPES or not isinstance(channel, RedisChannel):
+            return None
+        return channel.encode(value)
+
+    # -- WorkSource: posting ----------------------------------------------------------------
+    def post(self, batch: Batch, outcomes: list[Outcome], final: bool) -> None:
+        """Store results, then post completions, then (final) acknowledge: one round trip."""
+        entry: QueueEntry = batch.token
+        if batch.extra.get("broken"):
+            if final:
+                self._hand_back_broken_entry(entry)
+            return
+        ran = [o for o in outcomes if o.kind is not OutcomeKind.UNSTARTED]
+        pipe = self.client.pipeline(transaction=False)
+        self._queue_results(pipe, batch)
+        if ran:
+            pipe.xadd(keys.done(entry.run_id), {b"b": self._seal_records(ran), b"w": self.consumer})
+            pipe.expire(keys.done(entry.run_id), RUN_TTL_S)
+        self._queue_unstarted(pipe, batch, outcomes)
+        if final:
+            self.queue.queue_ack(pipe, [entry.entry_id])
+        try:
+            replies = pipe.execute(raise_on_error=False) if len(pipe) else []
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        except (*OUTAGE_ERRORS, redis.ResponseError) as exc:
+            logger.warning("worker %s: could not post outcomes (%s)", self.consumer, exc)
+            batch.extra["broken"] = True
+            if final:
+                self._hand_back_broken_entry(entry)
+            return
+        self.tasks_failed += sum(1 for o in ran if o.kind is OutcomeKind.FAILED)
+        if final:
+            with self._lock:
+                self.in_hand.pop(entry.entry_id, None)
+            self.tasks_done += 1
+
+    def _queue_unstarted(self, pipe: Any, batch: Batch, outcomes: list[Outcome]) -> None:
+        """Items handed back unstarted (this worker stops) go back to the queue as an entry
+        of their own, for any worker to take at once."""
+        unstarted = {o.seq for o in outcomes if o.kind is OutcomeKind.UNSTARTED}
+        if not unstarted:
+            return
+        entry: QueueEntry = batch.token
+        items = [i for i in batch.items if i.seq in unstarted]
+        blob = self.signer.dumps([codec.encode_item(i) for i in items])
+        pipe.xadd(self.queue.stream, {b"r": entry.run_id.encode(), b"b": blob})
+
+    def _queue_results(self, pipe: Any, batch: Batch) -> None:
+        stored = batch.extra["stored"]
+        if not stored:
+            return
+        results = {}
+        while stored:
+            key, value = stored.popitem()
+            results[key] = value
+        state = batch.state
+        assert state is not None
+        channel = state.context.channel
+        if isinstance(channel, RedisChannel):
+            channel.queue_update(pipe, results)
+        else:
+            channel.update(results)
+
+    def _seal_records(self, outcomes: list[Outcome]) -> bytes:
+        records = [codec.encode_outcome(o) for o in outcomes]
+        try:
+            return self.signer.dumps(records)
+        except Exception:  # noqa: BLE001 - find the records that will not pickle
+            return self.signer.dumps(_portable_records(records))
+
+    def _post(self, run_id: str, blob: bytes) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(keys.done(run_id), {b"b": blob, b"w": self.consumer})
         pipe.expire(keys.done(run_id), RUN_TTL_S)
         pipe.execute()
 
@@ -385,25 +455,19 @@ class RedisWorker:
         with self._lock:
             self.in_hand.pop(entry.entry_id, None)
 
-    def _fetch_count(self) -> int:
-        # Do not hoard slow tasks that idle workers elsewhere could take.
-        avg = self.avg_task_s
-        if avg is None:
-            return 1
-        return max(1, min(self.settings.batch, int(_FLUSH_AFTER_S / max(avg, 1e-6))))
-
     # -- runs -------------------------------------------------------------------------
     def _run_state(self, run_id: str, items: list[WorkItem]) -> RunState | None:
-        state = self.runs.get(run_id)
-        if state is None:
-            state = self._load_run(run_id)
+        with self._runs_lock:
+            state = self.runs.get(run_id)
             if state is None:
-                return None
-        self.runs.move_to_end(run_id)
-        nodes = state.context.graph.nodes
-        if any(item.task_id not in nodes for item in items):
-            self._load_nodes(state)
-        return state
+                state = self._load_run(run_id)
+                if state is None:
+                    return None
+            self.runs.move_to_end(run_id)
+            nodes = state.context.graph.nodes
+            if any(item.task_id not in nodes for item in items):
+                self._load_nodes(state)
+            return state
 
     def _load_run(self, run_id: str) -> RunState | None:
         loaded = fetch_run(self.client, self.signer, run_id)
@@ -428,135 +492,25 @@ class RedisWorker:
         state.add_nodes([n for n in nodes if n is not None])
         self.nodes_loaded[state.run_id] = start + len(nodes)
 
-    # -- outcomes ---------------------------------------------------------------------
-    def _record(self, state: RunState, completion: Completion) -> tuple[Any, ...]:
-        """The completion as it travels; a result that cannot be stored fails its task.
-
-        The result is encoded for the channel now, not when the batch is written: a value
-        that will not pickle fails its own task instead of the write of the whole batch.
-        """
-        value: Any = None
-        if completion.ok:
-            try:
-                value = _inline_value(completion, self._encode_result(state, completion))
-            except Exception as exc:  # noqa: BLE001 - reported as this task's failure
-                key = f"{completion.task_id}.__result__"
-                state.context.stored.pop(key, None)
-                self._encoded.pop(key, None)
-                detail = f"{type(exc).__name__}: {exc}"
-                message = f"its result could not be sent back from the worker process ({detail})"
-                error = TaskError(completion.task_id, message)
-                return (completion.seq, completion.task_id, False, None, error, None, 0.0, None)
-        return (
-            completion.seq,
-            completion.task_id,
-            completion.ok,
-            value,
-            completion.error,
-            completion.commands,
-            completion.duration_s,
-            completion.traceback,
-        )
-
-    def _encode_result(self, state: RunState, completion: Completion) -> Encoded | None:
-        """The stored result encoded for a Redis channel (None: nothing to encode here)."""
-        key = f"{completion.task_id}.__result__"
-        value = state.context.stored.get(key)
-        channel = state.context.channel
-        if type(value) in _PLAIN_TYPES or not isinstance(channel, RedisChannel):
-            return None
-        encoded = channel.encode(value)
-        self._encoded[key] = encoded
-        return encoded
-
-    def _take_stored(self, state: RunState) -> dict[str, Any]:
-        """The results to write (encoded where done already); the run's store is emptied."""
-        stored = dict(state.context.stored)
-        stored.update(self._encoded)
-        state.context.stored.clear()
-        self._encoded.clear()
-        return stored
-
-    def _seal(self, records: list[tuple[Any, ...]]) -> bytes:
-        try:
-            return self.signer.dumps(records)
-        except Exception:  # noqa: BLE001 - find the records that will not pickle
-            return self.signer.dumps([_portable_record(r) for r in records])
-
-    def _flush(self, batch: _Batch, fetch: int = 0) -> list[QueueEntry]:
-        """Store results, then post completions, then acknowledge: nothing is lost between.
-
-        With ``fetch``, the same round trip then claims up to that many new entries (waiting
-        up to ``block_ms`` for the first) and returns them.
-        """
-        # One round trip, in this order on one connection: results, completions, acks, and
-        # the next claim. The writes' replies are read before waiting for the claim's, so
-        # Redis going away during the wait does not hand back (and rerun) finished entries.
-        pipe = self.client.pipeline(transaction=False)
-        self._queue_outcomes(pipe, batch)
-        if not fetch:
-            if len(pipe):
-                self._written(batch, pipe.execute(raise_on_error=False))
-            return []
-        self.queue.queue_fetch(pipe, self.consumer, fetch, self.settings.block_ms)
-        return self.queue.entries(
-            execute_then_wait(self.client, pipe, lambda replies: self._written(batch, replies))
-        )
-
-    def _written(self, batch: _Batch, replies: list[Any]) -> None:
-        """The batch's writes are done: its entries are out of hand (or an error raised)."""
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        if batch.entries:
-            with self._lock:
-                for entry in batch.entries:
-                    self.in_hand.pop(entry.entry_id, None)
-            self.tasks_done += len(batch.entries)
-            self.tasks_failed += batch.failed
-
-    def _queue_outcomes(self, pipe: Any, batch: _Batch) -> None:
-        """Queue on ``pipe`` the batch's results, then its completions, then its acks."""
-        for run_id, (state, results, blobs) in batch.runs.items():
-            channel = state.context.channel
-            if results and isinstance(channel, RedisChannel):
-                channel.queue_update(pipe, results)
-            elif results:
-                channel.update(results)
-            for blob in blobs:
-                pipe.xadd(keys.done(run_id), {b"b": blob, b"w": self.consumer})
-            pipe.expire(keys.done(run_id), RUN_TTL_S)
-        self.queue.queue_ack(pipe, [e.entry_id for e in batch.entries])
-
-    def _post(self, run_id: str, blob: bytes) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(keys.done(run_id), {b"b": blob, b"w": self.consumer})
-        pipe.expire(keys.done(run_id), RUN_TTL_S)
-        pipe.execute()
-
     def _give_up(self, entry: QueueEntry) -> None:
         deliveries = entry.deliveries - 1
         reason = f"delivered {deliveries} times; its workers kept dying"
         try:
-            items = [WorkItem(*raw[:ITEM_FIELDS]) for raw in self.signer.loads(entry.blob)]
+            items = [codec.decode_item(raw)[0] for raw in self.signer.loads(entry.blob)]
         except (PoisonMessage, TypeError, ValueError):
             self._dead_letter(entry, reason)
             return
-        records = [
-            (i.seq, i.task_id, False, None, WorkerLost(i.task_id, deliveries), None, 0.0, None)
-            for i in items
+        outcomes = [
+            Outcome.failure(i.seq, i.task_id, WorkerLost(i.task_id, deliveries)) for i in items
         ]
-        self._post(entry.run_id, self._seal(records))
+        self._post(entry.run_id, self._seal_records(outcomes))
         self._dead_letter(entry, reason)
 
     def _fail_items(self, entry: QueueEntry, items: list[WorkItem], reason: str) -> None:
         """Tell the run its items failed (so it does not wait for them), then dead-letter."""
-        records = [
-            (i.seq, i.task_id, False, None, TaskError(i.task_id, reason), None, 0.0, None)
-            for i in items
-        ]
+        outcomes = [Outcome.failure(i.seq, i.task_id, TaskError(i.task_id, reason)) for i in items]
         with contextlib.suppress(redis.RedisError):
-            self._post(entry.run_id, self._seal(records))
+            self._post(entry.run_id, self._seal_records(outcomes))
         self._dead_letter(entry, reason)
 
     def _dead_letter(self, entry: QueueEntry, reason: str) -> None:
@@ -576,6 +530,26 @@ class RedisWorker:
         with self._lock:
             entries = list(self.in_hand.values())
         self._hand_back(entries)
+
+    def _hand_back_broken_entry(self, entry: QueueEntry) -> None:
+        """An entry an outage cut short goes back now, or once Redis is back."""
+        try:
+            self.queue.hand_back([entry])
+        except redis.RedisError:
+            with self._lock:
+                self._broken.add(entry.entry_id)
+            return
+        with self._lock:
+            self.in_hand.pop(entry.entry_id, None)
+
+    def _hand_back_broken(self) -> None:
+        with self._lock:
+            entries = [self.in_hand[i] for i in self._broken if i in self.in_hand]
+        self.queue.hand_back(entries)  # raises while Redis still refuses: tried again later
+        with self._lock:
+            for entry in entries:
+                self.in_hand.pop(entry.entry_id, None)
+                self._broken.discard(entry.entry_id)
 
     # -- leases -----------------------------------------------------------------------
     def _heartbeat(self) -> None:

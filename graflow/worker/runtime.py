@@ -12,7 +12,7 @@ from typing import Any
 
 from graflow.channels.base import Channel
 from graflow.core import codec
-from graflow.core.backend import run_item
+from graflow.core.backend import run_item, run_item_async
 from graflow.core.context import ExecutionContext
 from graflow.core.cycle import CycleController
 from graflow.core.graph import TaskGraph
@@ -124,21 +124,42 @@ class RunState:
             if exe.task_id not in graph.nodes:
                 graph.add_node(exe)
 
+    def node(self, item: WorkItem) -> Any:
+        """The graph node ``item`` runs (KeyError if the worker's graph lacks it)."""
+        return self.context.graph.get_node(item.task_id)
+
     def run(self, item: WorkItem) -> Completion:
-        """Run one item; the completion carries a portable value or error."""
+        """Run one item in this thread; the completion carries a portable value or error."""
         context = self.context
         try:
             exe = context.graph.get_node(item.task_id)
         except KeyError:
-            err = TaskError(item.task_id, "task is not in the graph shipped to the worker")
-            return Completion(item.seq, item.task_id, False, None, err)
+            return self._not_in_graph(item)
         if item.in_block:
             set_current_workflow_context(self.block)
         try:
-            completion = run_item(context, item, exe, self.handlers)
+            completion = run_item(context, item, exe, self.handlers, in_worker=True)
         finally:
             if item.in_block:
                 set_current_workflow_context(None)
+        return self._portable(item, completion)
+
+    async def run_async(self, item: WorkItem) -> Completion:
+        """Run one item of an ``async def`` task on the running event loop (see ``run``)."""
+        context = self.context
+        try:
+            exe = context.graph.get_node(item.task_id)
+        except KeyError:
+            return self._not_in_graph(item)
+        completion = await run_item_async(context, item, exe, self.handlers, in_worker=True)
+        return self._portable(item, completion)
+
+    def _not_in_graph(self, item: WorkItem) -> Completion:
+        err = TaskError(item.task_id, "task is not in the graph shipped to the worker")
+        return Completion(item.seq, item.task_id, False, None, err)
+
+    def _portable(self, item: WorkItem, completion: Completion) -> Completion:
+        context = self.context
         if completion.ok:
             completion.value = context.results.pop(item.task_id, completion.value)
         else:
