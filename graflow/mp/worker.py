@@ -337,11 +337,11 @@ class PipeSource:
     def is_draining(self) -> bool:
         return bool(self.slots[-1]) or self.retiring
 
-    def on_start(self, item: Any, lane: str) -> None:
+    def on_start(self, batch: Batch, item: Any, lane: str) -> None:
         if lane == CPU_LANE:
             self.slots[self.index] = item.seq
 
-    def on_end(self, item: Any, lane: str) -> None:
+    def on_end(self, batch: Batch, item: Any, lane: str) -> None:
         if lane == CPU_LANE:
             self.slots[self.index] = 0
 

@@ -31,6 +31,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any, Protocol
 
@@ -40,8 +41,15 @@ from graflow.config import RedisTLS
 from graflow.core import codec
 from graflow.core.handler import TaskHandler
 from graflow.core.spec import Completion, Outcome, OutcomeKind, WorkItem
+from graflow.core.task import ASYNC_LANE
 from graflow.core.workflow import clear_workflow_context
-from graflow.exceptions import BackendUnavailable, PoisonMessage, TaskError, WorkerLost
+from graflow.exceptions import (
+    BackendUnavailable,
+    PoisonMessage,
+    TaskError,
+    TaskTimeoutError,
+    WorkerLost,
+)
 from graflow.redis import keys
 from graflow.redis.backend import RUN_TTL_S, Pickled, StoredValue
 from graflow.redis.channel import Encoded, RedisChannel
@@ -151,8 +159,13 @@ class RedisWorker:
         client: RedisClient | None = None,
         handlers: Mapping[str, TaskHandler] | None = None,
         on_completion: Callable[[Completion], None] | None = None,
+        host_link: Connection | None = None,
     ) -> None:
         """A worker of ``settings.queue``; the keyword hooks serve an in-process TaskWorker.
+
+        ``host_link``: the write end of a pipe to the node's host process, told which entries
+        this worker holds and which timed task it runs (the host keeps their leases and
+        enforces ``timeout_s`` from outside this process).
 
         ``client`` (bytes replies) replaces one made from ``settings.url``, ``handlers`` take
         precedence over a run's own, and ``on_completion`` is called in the lane's thread
@@ -164,6 +177,8 @@ class RedisWorker:
         self.client: Any = client or _client(settings)
         self.handler_overrides = dict(handlers or {})
         self.on_completion = on_completion
+        self.host_link = host_link
+        self._link_lock = threading.Lock()
         self.queue = RedisTaskQueue(
             self.client,
             settings.queue,
@@ -248,9 +263,7 @@ class RedisWorker:
         else:
             entries = self.queue.fetch(self.consumer, self._fetch_count(room), self._block_ms())
         self._delay = 0.1
-        with self._lock:
-            for entry in entries:
-                self.in_hand[entry.entry_id] = entry
+        self._hold(entries)
         batches: list[Batch] = []
         for entry in entries:
             batch = self._batch(entry)
@@ -302,11 +315,19 @@ class RedisWorker:
     def is_draining(self) -> bool:
         return self.stopping.is_set()
 
-    def on_start(self, item: WorkItem, lane: str) -> None:
+    def on_start(self, batch: Batch, item: WorkItem, lane: str) -> None:
         self.meter.start(item.attempt)
         self._started_at[item.seq] = time.perf_counter()
+        if item.timeout_s is not None and lane != ASYNC_LANE:
+            # An async task cancels itself at its timeout; any other is stopped by the host,
+            # which kills this process (graflow.redis.host).
+            deadline = time.monotonic() + item.timeout_s
+            entry_id = batch.token.entry_id
+            self._tell(("timed", entry_id, item.seq, item.task_id, item.timeout_s, deadline))
 
-    def on_end(self, item: WorkItem, lane: str) -> None:
+    def on_end(self, batch: Batch, item: WorkItem, lane: str) -> None:
+        if item.timeout_s is not None and lane != ASYNC_LANE:
+            self._tell(("untimed", batch.token.entry_id, item.seq))
         started = self._started_at.pop(item.seq, None)
         if started is None:
             return
@@ -404,8 +425,7 @@ class RedisWorker:
             return
         self.tasks_failed += sum(1 for o in ran if o.kind is OutcomeKind.FAILED)
         if final:
-            with self._lock:
-                self.in_hand.pop(entry.entry_id, None)
+            self._drop([entry.entry_id])
             self.tasks_done += 1
 
     def _queue_unstarted(self, pipe: Any, batch: Batch, outcomes: list[Outcome]) -> None:
@@ -452,8 +472,7 @@ class RedisWorker:
         blobs = [self.signer.dumps([raw]) for raw in raws]
         self.queue.submit(entry.run_id, blobs)
         self.queue.ack([entry.entry_id])
-        with self._lock:
-            self.in_hand.pop(entry.entry_id, None)
+        self._drop([entry.entry_id])
 
     # -- runs -------------------------------------------------------------------------
     def _run_state(self, run_id: str, items: list[WorkItem]) -> RunState | None:
@@ -516,15 +535,35 @@ class RedisWorker:
     def _dead_letter(self, entry: QueueEntry, reason: str) -> None:
         self.queue.dead_letter(entry, reason)
         self.dead_lettered += 1
-        with self._lock:
-            self.in_hand.pop(entry.entry_id, None)
+        self._drop([entry.entry_id])
 
     def _hand_back(self, entries: list[QueueEntry]) -> None:
         with contextlib.suppress(redis.RedisError):
             self.queue.hand_back(entries)
+        self._drop([e.entry_id for e in entries])
+
+    def _hold(self, entries: list[QueueEntry]) -> None:
+        """Claimed: in hand until acknowledged, handed back or dead-lettered."""
+        if not entries:
+            return
         with self._lock:
             for entry in entries:
-                self.in_hand.pop(entry.entry_id, None)
+                self.in_hand[entry.entry_id] = entry
+        self._tell(("hold", [(e.entry_id, e.run_id) for e in entries]))
+
+    def _drop(self, entry_ids: list[bytes]) -> None:
+        with self._lock:
+            for entry_id in entry_ids:
+                self.in_hand.pop(entry_id, None)
+        self._tell(("drop", entry_ids))
+
+    def _tell(self, msg: tuple[Any, ...]) -> None:
+        """Tell the node's host (graflow.redis.host) what this worker holds and runs."""
+        link = self.host_link
+        if link is None:
+            return
+        with self._link_lock, contextlib.suppress(OSError, ValueError):
+            link.send(msg)
 
     def _hand_back_all(self) -> None:
         with self._lock:
@@ -539,16 +578,15 @@ class RedisWorker:
             with self._lock:
                 self._broken.add(entry.entry_id)
             return
-        with self._lock:
-            self.in_hand.pop(entry.entry_id, None)
+        self._drop([entry.entry_id])
 
     def _hand_back_broken(self) -> None:
         with self._lock:
             entries = [self.in_hand[i] for i in self._broken if i in self.in_hand]
         self.queue.hand_back(entries)  # raises while Redis still refuses: tried again later
+        self._drop([e.entry_id for e in entries])
         with self._lock:
             for entry in entries:
-                self.in_hand.pop(entry.entry_id, None)
                 self._broken.discard(entry.entry_id)
 
     # -- leases -----------------------------------------------------------------------
@@ -617,10 +655,13 @@ def _client(settings: NodeSettings) -> RedisClient:
     return client(settings.url, settings.tls)
 
 
-def _worker_process(settings: NodeSettings, secret: bytes, index: int) -> None:
+def _worker_process(
+    settings: NodeSettings, secret: bytes, index: int, link: Connection | None = None
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     clear_workflow_context()
-    worker = RedisWorker(settings, Signer(secret), f"{settings.node_id}:{index}")
+    consumer = f"{settings.node_id}:{index}"
+    worker = RedisWorker(settings, Signer(secret), consumer, host_link=link)
     # Built after fork: an exporter's threads and connections do not survive one.
     spans = start_attempt_spans(settings.tracing, worker.consumer)
     worker.attempt_spans = spans
@@ -651,30 +692,77 @@ def _worker_process(settings: NodeSettings, secret: bytes, index: int) -> None:
             spans.shutdown()
 
 
+class _Watch:
+    """What the host knows of one worker process: the entries it holds, its timed tasks."""
+
+    def __init__(self, proc: Any, link: Connection, consumer: str) -> None:
+        self.proc = proc
+        self.link = link
+        self.consumer = consumer
+        self.held: dict[bytes, str] = {}  # entry id -> run id
+        # (entry id, seq) -> (task id, timeout_s, deadline on the monotonic clock)
+        self.timed: dict[tuple[bytes, int], tuple[str, float, float]] = {}
+
+    def read(self) -> None:
+        """Apply what the worker said since the last read."""
+        try:
+            while self.link.poll():
+                self._apply(self.link.recv())
+        except (EOFError, OSError):
+            return
+
+    def _apply(self, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "hold":
+            self.held.update(msg[1])
+        elif kind == "drop":
+            for entry_id in msg[1]:
+                self.held.pop(entry_id, None)
+        elif kind == "timed":
+            _, entry_id, seq, task_id, timeout_s, deadline = msg
+            self.timed[(entry_id, seq)] = (task_id, timeout_s, deadline)
+        elif kind == "untimed":
+            self.timed.pop((msg[1], msg[2]), None)
+
+
 class _Node:
-    """The node supervisor: keeps ``processes`` worker processes alive until told to stop."""
+    """The node host: keeps ``processes`` worker processes alive until told to stop.
+
+    It also keeps the leases of the entries its workers hold (a task holding the GIL in a
+    long C call starves the worker's own heartbeat thread; the host's is another process),
+    and stops a task past its ``timeout_s`` by killing its worker: the task fails with
+    TaskTimeoutError, the other entries the worker held go back to the queue uncharged.
+    """
 
     def __init__(
         self, settings: NodeSettings, secret: bytes, observer: NodeObserver | None = None
     ) -> None:
         self.settings = settings
         self.secret = secret
+        self.signer = Signer(secret)
         self.observer = observer
         self.ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self.procs: dict[int, Any] = {}
+        self.watches: dict[int, _Watch] = {}
+        self.client: Any = None
+        self.queue: RedisTaskQueue | None = None
+        self._next_beat = 0.0
         # A plain flag, not an Event: a signal handler must not take a lock that the
         # interrupted code (an Event.wait) may be holding.
         self.stopping = False
 
     def start(self, index: int) -> None:
+        reader, writer = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(  # type: ignore[attr-defined]
             target=_worker_process,
-            args=(self.settings, self.secret, index),
+            args=(self.settings, self.secret, index, writer),
             name=f"graflow-redis-worker-{index}",
             daemon=False,
         )
         proc.start()
+        writer.close()
         self.procs[index] = proc
+        self.watches[index] = _Watch(proc, reader, f"{self.settings.node_id}:{index}")
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping and signum == signal.SIGINT:
@@ -683,19 +771,101 @@ class _Node:
         self.stopping = True
 
     def supervise(self) -> None:
+        self.client = _client(self.settings)
+        self.queue = RedisTaskQueue(
+            self.client,
+            self.settings.queue,
+            max_deliveries=self.settings.max_deliveries,
+            lease_ms=self.settings.lease_ms,
+        )
+        tick = min(0.2, self.settings.lease_ms / 6000)
         while not self.stopping:
-            time.sleep(0.2)
+            time.sleep(tick)
             if self.stopping:
                 return
-            for index, proc in list(self.procs.items()):
-                if not proc.is_alive():
-                    logger.warning(
-                        "worker %d died (exit code %s); starting another", index, proc.exitcode
-                    )
-                    if self.observer is not None:
-                        consumer = f"{self.settings.node_id}:{index}"
-                        self.observer.worker_died(consumer, proc.exitcode)
-                    self.start(index)
+            for watch in self.watches.values():
+                watch.read()
+            self._keep_leases()
+            self._enforce_timeouts()
+            self._restart_dead()
+
+    def _restart_dead(self) -> None:
+        for index, proc in list(self.procs.items()):
+            if not proc.is_alive():
+                logger.warning(
+                    "worker %d died (exit code %s); starting another", index, proc.exitcode
+                )
+                # Its entries are not extended any more: their leases expire and another
+                # worker reclaims them, each charged a delivery.
+                self.watches[index].link.close()
+                if self.observer is not None:
+                    consumer = f"{self.settings.node_id}:{index}"
+                    self.observer.worker_died(consumer, proc.exitcode)
+                self.start(index)
+
+    def _keep_leases(self) -> None:
+        now = time.monotonic()
+        if now < self._next_beat or self.queue is None:
+            return
+        self._next_beat = now + self.settings.lease_ms / 3000
+        for watch in self.watches.values():
+            if watch.held and watch.proc.is_alive():
+                try:
+                    self.queue.extend_lease(watch.consumer, list(watch.held))
+                except redis.RedisError as exc:
+                    logger.debug("node: could not extend leases of %s: %s", watch.consumer, exc)
+
+    def _enforce_timeouts(self) -> None:
+        now = time.monotonic()
+        for index, watch in list(self.watches.items()):
+            late = [key for key, (_, _, deadline) in watch.timed.items() if deadline <= now]
+            if late and watch.proc.is_alive():
+                self._time_out(index, watch, late)
+
+    def _time_out(self, index: int, watch: _Watch, late: list[tuple[bytes, int]]) -> None:
+        """Kill the worker; fail the late tasks; the rest of what it held goes back."""
+        names = ", ".join(watch.timed[key][0] for key in late)
+        logger.warning("task(s) %s timed out: killing worker %d", names, index)
+        watch.proc.kill()
+        watch.proc.join(5.0)
+        watch.read()
+        try:
+            self._settle(watch, late)
+        except redis.RedisError as exc:  # the leases expire: reclaimed as after a death
+            logger.warning("node: could not settle worker %d's entries: %s", index, exc)
+        watch.held.clear()
+        watch.link.close()
+        self.start(index)
+
+    def _settle(self, watch: _Watch, late: list[tuple[bytes, int]]) -> None:
+        assert self.queue is not None
+        late_seqs: dict[bytes, set[int]] = {}
+        for entry_id, seq in late:
+            task_id, timeout_s, _ = watch.timed[(entry_id, seq)]
+            run_id = watch.held.get(entry_id)
+            if run_id is None:
+                continue
+            error = TaskTimeoutError(task_id, timeout_s)
+            blob = self.signer.dumps([codec.encode_outcome(Outcome.failure(seq, task_id, error))])
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xadd(keys.done(run_id), {b"b": blob})
+            pipe.expire(keys.done(run_id), RUN_TTL_S)
+            pipe.execute()
+            late_seqs.setdefault(entry_id, set()).add(seq)
+        for entry_id, run_id in watch.held.items():
+            self._give_back(entry_id, run_id, late_seqs.get(entry_id, set()))
+
+    def _give_back(self, entry_id: bytes, run_id: str, late: set[int]) -> None:
+        """Put a killed worker's entry back, fresh (uncharged), without its late items."""
+        assert self.queue is not None
+        found = self.client.xrange(self.queue.stream, entry_id, entry_id)
+        if not found:
+            return
+        blob = found[0][1].get(b"b", b"")
+        raws = [raw for raw in self.signer.loads(blob) if codec.decode_item(raw)[0].seq not in late]
+        if raws:
+            self.queue.submit(run_id, [self.signer.dumps(raws)])
+        self.queue.ack([entry_id])
 
     def drain(self) -> None:
         for proc in self.procs.values():

@@ -99,11 +99,11 @@ class WorkSource(Protocol):
     def post(self, batch: Batch, outcomes: list[Outcome], final: bool) -> None:
         """Send these outcomes of ``batch``; ``final``: they are its last, acknowledge it."""
 
-    def on_start(self, item: WorkItem, lane: str) -> None:
-        """``item`` starts now in ``lane`` (in that lane's thread)."""
+    def on_start(self, batch: Batch, item: WorkItem, lane: str) -> None:
+        """``item`` of ``batch`` starts now in ``lane`` (in that lane's thread)."""
 
-    def on_end(self, item: WorkItem, lane: str) -> None:
-        """``item`` is over in ``lane``."""
+    def on_end(self, batch: Batch, item: WorkItem, lane: str) -> None:
+        """``item`` of ``batch`` is over in ``lane``."""
 
     def on_idle(self) -> None:
         """Every lane is idle now (called in the thread that finished last)."""
@@ -347,11 +347,11 @@ class WorkLoop:
             return
         state = batch.state
         source = self.source
-        source.on_start(item, lane)
+        source.on_start(batch, item, lane)
         try:
             completion = state.run(item) if state is not None else _no_run(item)
         finally:
-            source.on_end(item, lane)
+            source.on_end(batch, item, lane)
         self._finish(batch, item, completion, lane)
 
     def _run_io(self, batch: Batch, item: WorkItem) -> None:
@@ -370,11 +370,11 @@ class WorkLoop:
             if self._should_skip(batch, item):
                 return
             state = batch.state
-            self.source.on_start(item, ASYNC_LANE)
+            self.source.on_start(batch, item, ASYNC_LANE)
             try:
                 completion = await state.run_async(item) if state is not None else _no_run(item)
             finally:
-                self.source.on_end(item, ASYNC_LANE)
+                self.source.on_end(batch, item, ASYNC_LANE)
             self._finish(batch, item, completion, ASYNC_LANE)
         finally:
             with self._lock:
