@@ -41,7 +41,7 @@ from graflow.config import RedisTLS
 from graflow.core import codec
 from graflow.core.handler import TaskHandler
 from graflow.core.spec import Completion, Outcome, OutcomeKind, WorkItem
-from graflow.core.task import ASYNC_LANE
+from graflow.core.task import ASYNC_LANE, CPU_LANE
 from graflow.core.workflow import clear_workflow_context
 from graflow.exceptions import (
     BackendUnavailable,
@@ -76,6 +76,7 @@ logger = logging.getLogger(__name__)
 _INLINE_MAX_BYTES = 64 * 1024
 _RUN_CACHE = 16
 _FLUSH_AFTER_S = 0.002
+_CONCURRENT_FETCH = 64  # entries claimed at once while io/async work is in flight
 _RATE_WINDOW_S = 60.0  # the heartbeat's tasks/s covers about this long
 
 
@@ -277,6 +278,10 @@ class RedisWorker:
     def _fetch_count(self, room: Room) -> int:
         if not room.cpu_idle:
             return 1  # more for the io/async lanes while a cpu task runs
+        if room.busy:
+            # io/async work in flight: entries of it are likely next, and its lanes have
+            # room for many (a cpu entry fetched with them waits only for the cpu lane).
+            return max(1, min(_CONCURRENT_FETCH, max(room.io, room.aio)))
         # Do not hoard slow tasks that idle workers elsewhere could take.
         avg = self.avg_task_s
         if avg is None:
@@ -329,8 +334,8 @@ class RedisWorker:
         if item.timeout_s is not None and lane != ASYNC_LANE:
             self._tell(("untimed", batch.token.entry_id, item.seq))
         started = self._started_at.pop(item.seq, None)
-        if started is None:
-            return
+        if started is None or lane != CPU_LANE:
+            return  # the batch sizes follow the cpu lane: io and async tasks mostly wait
         elapsed = time.perf_counter() - started
         avg = self.avg_task_s
         self.avg_task_s = elapsed if avg is None else 0.8 * avg + 0.2 * elapsed

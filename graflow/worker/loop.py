@@ -121,6 +121,10 @@ class _AsyncLane:
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._lock = threading.Lock()
+        self._starting: list[Coroutine[Any, Any, None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # strong references while they run
+        self.flush_due = False  # a flush of outcomes is scheduled on the loop
         self.thread.start()
 
     def _serve(self) -> None:
@@ -128,10 +132,20 @@ class _AsyncLane:
         self.loop.run_forever()
 
     def submit(self, coro: Coroutine[Any, Any, None]) -> None:
-        def start() -> None:
-            self.loop.create_task(coro)
+        """Start ``coro`` on the loop; one wake-up of the loop starts all submitted so far."""
+        with self._lock:
+            self._starting.append(coro)
+            wake = len(self._starting) == 1
+        if wake:
+            self.loop.call_soon_threadsafe(self._start)
 
-        self.loop.call_soon_threadsafe(start)
+    def _start(self) -> None:
+        with self._lock:
+            starting, self._starting = self._starting, []
+        for coro in starting:
+            task = self.loop.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def close(self) -> None:
         with contextlib.suppress(RuntimeError):
@@ -426,13 +440,23 @@ class WorkLoop:
                 and self._cpu[0][0] is batch
                 and time.monotonic() - batch.extra.get("posted", 0.0) < _SHARE_POST_S
             )
-        if not defer:
+        if lane == ASYNC_LANE and waiters is None and self._aio is not None:
+            # Coroutines that finish in one turn of the event loop share one post.
+            if not self._aio.flush_due:
+                self._aio.flush_due = True
+                self._aio.loop.call_soon(self._flush_async)
+        elif not defer:
             self.flush()
         for waiting_batch, waiting_item in waiters or ():
             if clean and not self.source.is_draining():
                 self._start(waiting_batch, waiting_item)
             else:
                 self._skip(waiting_batch, waiting_item, OutcomeKind.VOID)
+
+    def _flush_async(self) -> None:
+        assert self._aio is not None
+        self._aio.flush_due = False
+        self.flush()
 
     def flush(self) -> None:
         """Post every outcome not posted yet, grouped by batch; ack the batches done."""
