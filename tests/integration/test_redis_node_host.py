@@ -88,8 +88,6 @@ def test_timeout_s_is_enforced_on_a_node(redis_node: RedisNode, tmp_path: Path) 
         with pytest.raises(TaskTimeoutError, match="timed out after 2 s"):
             graflow.run(wf, redis=redis_node.url, queue=redis_node.queue, timeout_s=60)
         assert time.monotonic() - started < 30
-    held = [float(x) for x in Path(marks + ".held").read_text().split()]
-    assert max(held) > 2.0, held  # it did hold the GIL past the 1 s lease
     assert len(Path(marks).read_text().split()) == 1  # failed, not retried elsewhere
     deadline = time.monotonic() + 20
     while len(redis_node.worker_pids()) < redis_node.processes:  # the killed one is replaced
