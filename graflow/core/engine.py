@@ -816,6 +816,13 @@ class _Scheduler:
             self.checkpointer.tick(self)
 
     # -- failures and retries ---------------------------------------------------------
+    def _raise_exit(self, err: BaseException) -> None:
+        if isinstance(err, SystemExit | KeyboardInterrupt):
+            # A task's exit or interrupt, caught by the worker that ran it: the run ends
+            # with it as it would in this process (issue 14, point 12), never retried.
+            self.stopped = True
+            raise err
+
     def _on_failure(
         self,
         frame: _Frame,
@@ -827,11 +834,7 @@ class _Scheduler:
     ) -> None:
         rc = self.context.retry_controller
         err: BaseException = error if error is not None else GraflowRuntimeError("task failed")
-        if isinstance(err, SystemExit | KeyboardInterrupt):
-            # A task's exit or interrupt, caught by the worker that ran it: the run ends
-            # with it as it would in this process (issue 14, point 12), never retried.
-            self.stopped = True
-            raise err
+        self._raise_exit(err)
         if counted:
             self.stats.failures += 1
         if rc.accept_retry(task_id):
