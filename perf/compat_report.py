@@ -248,6 +248,7 @@ MASKS = [
     (re.compile(r"0x[0-9a-fA-F]+"), "0x?"),
     (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), "<uuid>"),
     (re.compile(r"\b[0-9a-f]{6,}\b"), "<hex>"),
+    (re.compile(r"_[0-9a-f]{8}\b"), "_<hex>"),  # iteration ids: base_cycle_1_<hex>
     (re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)?"), "<time>"),
     (re.compile(r"\d+\.\d+"), "<num>"),
     (re.compile(r"~\d+"), "~<num>"),  # approximate figures (throughput, ...)
