@@ -178,6 +178,7 @@ def _execute(
         # Without --resume an existing checkpoint is refused (CheckpointError, exit 2).
         resume=args.resume if args.checkpoint else (args.resume or None),
         fresh=args.fresh,
+        history=args.history,  # "off" must reach the runner too: no observer means none
         # A tracer from open_tracer sends what is left and stops its exporter after the run.
         tracer=open_tracer(setup) if setup is not None else "off",
     )

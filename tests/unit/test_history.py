@@ -251,3 +251,23 @@ def test_runs_list_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
     assert main(["runs", "show", "no-such-run", "--history", str(path)]) == 2
     assert "no run 'no-such-run'" in capsys.readouterr().err
+
+
+def test_graflow_run_records_its_target_where_history_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "cli.db"
+    example = str(Path(__file__).resolve().parents[2] / "examples" / "pipeline.py")
+    assert main(["run", example, "--processes", "0", "--quiet", "--history", str(path)]) == 0
+    store = SqliteHistory(path)
+    detail = recorded(store, latest_run_id(store))
+    assert (detail.run.target, detail.run.backend, detail.run.exit_code) == (
+        example,
+        "inprocess",
+        0,
+    )
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert main(["run", example, "--processes", "0", "--quiet", "--history", "off"]) == 0
+    assert not (tmp_path / "state").exists()  # not even the default file
+    assert len(store.list_runs()) == 1
+    capsys.readouterr()
