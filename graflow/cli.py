@@ -337,6 +337,13 @@ def _add_supervisor(sub: Any, common: argparse.ArgumentParser) -> None:
         help="a dead worker's tasks are redelivered after this long",
     )
     sup.add_argument("--max-deliveries", type=_at_least(1, int), default=3)
+    sup.add_argument(
+        "--wait-redis-s",
+        metavar="S",
+        type=_at_least(0.0, float),
+        default=60.0,
+        help="wait up to S s for Redis to accept connections at start (default: 60; then exit 4)",
+    )
     sup.add_argument("--grace-s", type=_at_least(0.0, float), default=10.0, help="drain time")
     sup.add_argument(
         "--metrics-port",
@@ -420,6 +427,23 @@ def _add_dlq(sub: Any, common: argparse.ArgumentParser) -> None:
     action_parsers["requeue"].add_argument("ids", metavar="ID", nargs="*")
     action_parsers["requeue"].add_argument("--all", action="store_true", help="every entry")
     action_parsers["purge"].add_argument("--yes", action="store_true", help="really purge")
+
+
+def _add_cancel(sub: Any, common: argparse.ArgumentParser) -> None:
+    cancel = sub.add_parser(
+        "cancel",
+        parents=[common],
+        help="stop a run on Redis",
+        description="Stop a run on Redis: its producer fails (RunCanceled, exit 1) within "
+        "seconds, and nodes skip the run's queued items.",
+        epilog="example:\n  graflow cancel 3f2a...e9 --redis redis://localhost:6379/0",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cancel.add_argument("run_id", metavar="RUN_ID", help="the run id (graflow run prints it)")
+    cancel.add_argument("--redis", metavar="URL", help=_URL_HELP)
+    _tls_options(cancel)
+    cancel.add_argument("--json", action="store_true", help="print JSON instead of text")
+    cancel.set_defaults(handler="graflow.ops.admin:cancel_command")
 
 
 def _graph_command(args: argparse.Namespace, env: Settings, console: Console) -> int:
@@ -521,7 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common(argparse.SUPPRESS)  # after the command name: same flags, no reset
-    for add in (_add_run, _add_supervisor, _add_status, _add_dlq, _add_graph, _add_runs, _add_ui):
+    commands = (_add_run, _add_supervisor, _add_status, _add_dlq, _add_cancel, _add_graph)
+    for add in (*commands, _add_runs, _add_ui):
         add(sub, common)
     return parser
 

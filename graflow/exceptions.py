@@ -173,15 +173,18 @@ class DeadLettered(TaskError):
         self.detail = detail
 
 
-class WriteRefused(TaskError):
-    """Raised when Redis refused for good to store a task's result (out of memory, ...)."""
+class WriteRefused(GraflowRuntimeError):
+    """Raised when Redis refused for good to store a task's result or a run's state (out of
+    memory under ``noeviction``, a value over its size limit): running again cannot help."""
 
-    def __init__(self, task_id: str, detail: str) -> None:
-        super().__init__(
-            task_id,
-            f"Redis refused to store its result: {detail}. The task is not run again for "
-            "this; free memory on the Redis server (maxmemory, eviction policy) and rerun",
+    def __init__(self, detail: str, task_id: str | None = None, hint: str = "") -> None:
+        what = f"the result of task '{task_id}'" if task_id else "the run's writes"
+        hint = hint or (
+            "free memory on the Redis server (maxmemory, maxmemory-policy) and rerun; the "
+            "task is not run again for this"
         )
+        super().__init__(f"Redis refused to store {what}: {detail}; {hint}")
+        self.task_id = task_id
         self.detail = detail
 
 
@@ -189,14 +192,13 @@ class ResultTooLarge(WriteRefused):
     """Raised when a task's result is larger than the biggest value Redis accepts."""
 
     def __init__(self, task_id: str, size_bytes: int, limit_bytes: int) -> None:
-        TaskError.__init__(
-            self,
+        super().__init__(
+            f"it is {size_bytes} bytes, over the {limit_bytes} bytes Redis takes in one "
+            "value (proto-max-bulk-len)",
             task_id,
-            f"its result is {size_bytes} bytes, over the {limit_bytes} bytes Redis accepts "
-            "in one value (proto-max-bulk-len); return a smaller value, or write the data "
-            "elsewhere (a file, object storage) and return its location",
+            "return a smaller value, or write the data elsewhere (a file, object storage) "
+            "and return where it is",
         )
-        self.detail = "result too large"
         self.size_bytes = size_bytes
         self.limit_bytes = limit_bytes
 

@@ -50,6 +50,8 @@ class RunResult:
     completed: list[str] = field(default_factory=list)
     """Ids of the completed tasks, in completion order."""
     max_steps_reached: bool = False
+    waited_for_node_s: float = 0.0
+    """Seconds a Redis run waited with no node serving its queue (said on stderr meanwhile)."""
     already_finished: bool = False
     """True when the run's checkpoint said it had finished: nothing ran, the result is the
     recorded one."""
@@ -367,7 +369,7 @@ def run(
         check_max_steps(max_steps)
         engine = _observed(engine, target, history, redis, redis_tls)
         with _partial_result():
-            context, value, stats = run_on_redis(
+            done = run_on_redis(
                 graph,
                 start_node,
                 url=redis,
@@ -383,7 +385,9 @@ def run(
                 tracer=tracer,
                 workflow_name=_name_of(target),
             )
-        return _collect(context, value, stats)
+        result = _collect(done.context, done.value, done.stats)
+        result.waited_for_node_s = done.waited_for_node_s
+        return result
     run_options: dict[str, Any] = {
         "start": start,
         "max_steps": max_steps,

@@ -373,6 +373,8 @@ class ProcessBackend:
         for fd, _events in sup._poller.poll(timeout_s):
             entry = sup._fds.get(fd)
             if entry is None:
+                if fd == sup._wake_r:
+                    sup.take_wake()
                 continue
             handle, is_sentinel = entry
             if handle not in sup._handles:

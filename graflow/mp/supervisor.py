@@ -110,6 +110,12 @@ class Supervisor:
         self._handles: list[WorkerHandle] = []
         self._poller = Poller()
         self._fds: dict[int, tuple[WorkerHandle, bool]] = {}  # fd -> (worker, is its sentinel)
+        # Written when a run starts draining: wakes the driver from a poll with no timeout,
+        # so that the grace period holds while every worker is deep in a long task (#14).
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller.register(self._wake_r)
         self._dead_pids: list[int] = []
         self._closed = False
         self._lock = threading.Lock()
@@ -191,6 +197,9 @@ class Supervisor:
         for pid in self._dead_pids:
             shm.sweep_orphans(pid)
         self._handles.clear()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
@@ -209,12 +218,24 @@ class Supervisor:
             raise BackendUnavailable("the supervisor is closed")
         return ProcessBackend(self, timeout_s)
 
+    def wake(self) -> None:
+        """Make the driver's current (or next) poll for worker messages return at once."""
+        with contextlib.suppress(OSError):  # full: a wake-up is pending already
+            os.write(self._wake_w, b"w")
+
+    def take_wake(self) -> None:
+        """Consume pending wake-ups (the driver's poll returned because of one)."""
+        with contextlib.suppress(OSError):
+            while os.read(self._wake_r, 4096):
+                pass
+
     @contextmanager
     def signals_drain(self, backend: ProcessBackend) -> Iterator[None]:
         """While a run is active on the main thread: SIGTERM/SIGINT drain, a 2nd SIGINT stops."""
 
         def hand_back_unstarted() -> None:
             self._slots[self.processes] = 1  # workers hand back the items not started
+            self.wake()
 
         with drain_on_signals(backend, self.grace_s, hand_back_unstarted):
             yield

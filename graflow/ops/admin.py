@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 from graflow.config import Settings, signing_secret
@@ -19,10 +20,11 @@ from graflow.ops.view import (
     status_text,
 )
 from graflow.redis import dlq, keys
+from graflow.redis.lease import cancel_run
 from graflow.redis.signing import Signer, load_secret
 from graflow.redis.status import open_client, read_status, unavailable_on_error
 
-__all__ = ["dlq_command", "status_command"]
+__all__ = ["cancel_command", "dlq_command", "status_command"]
 
 
 def _client(args: argparse.Namespace, env: Settings) -> Any:
@@ -45,6 +47,25 @@ def status_command(args: argparse.Namespace, env: Settings, console: Console) ->
     queue = _queue(args.queue) if args.queue else None
     status = read_status(_client(args, env), queue)
     console.say(status_json(status) if args.json else status_text(status))
+    return EXIT_OK
+
+
+def cancel_command(args: argparse.Namespace, env: Settings, console: Console) -> int:
+    """Stop a running Redis run: its producer fails with RunCanceled, nodes skip its items."""
+    try:
+        keys.run_prefix(args.run_id)
+    except ConfigError as exc:
+        raise ConfigError(f"RUN_ID {args.run_id!r}: {exc}") from None
+    client = _client(args, env)
+    by = f"canceled with 'graflow cancel' at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+    with unavailable_on_error(f"cannot cancel run {args.run_id}"):
+        running = cancel_run(client, args.run_id, by)
+    if args.json:
+        console.say(json.dumps({"run_id": args.run_id, "was_running": running}))
+    elif running:
+        console.say(f"run {args.run_id} canceled: its producer stops within seconds")
+    else:
+        console.say(f"run {args.run_id} has no live producer; its queued items are skipped")
     return EXIT_OK
 
 

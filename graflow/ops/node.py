@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 
-from graflow.config import Settings
-from graflow.exceptions import ConfigError
+from graflow.config import RedisTLS, Settings, redact_url
+from graflow.exceptions import BackendUnavailable, ConfigError, RedisAccessError
 from graflow.ops.console import Console
 from graflow.ops.metrics import NodeMetrics, serve_metrics
 from graflow.ops.run import redis_tls_of, redis_url_of, trace_setup_of
@@ -16,7 +17,7 @@ from graflow.redis.node import NodeSettings, run_node
 from graflow.redis.signing import load_secret
 from graflow.redis.status import open_client
 
-__all__ = ["supervisor_command"]
+__all__ = ["supervisor_command", "wait_for_redis"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +59,44 @@ def _serve_metrics(args: argparse.Namespace, env: Settings, queue: str) -> NodeM
     return metrics
 
 
+def wait_for_redis(url: str, tls: RedisTLS, wait_s: float) -> None:
+    """Connect to Redis, retrying with back-off for up to ``wait_s`` while it is unreachable.
+
+    A node started with (or before) its Redis server waits for it instead of exiting (#14);
+    Redis refusing the credentials or certificates is not retried.
+    """
+    deadline = time.monotonic() + wait_s
+    delay = 0.1
+    said = False
+    while True:
+        try:
+            connect(url, tls)
+            return
+        except RedisAccessError:
+            raise
+        except BackendUnavailable as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            if not said:
+                logger.warning(
+                    "Redis at %s does not answer yet (%s); waiting up to %.0f s (--wait-redis-s)",
+                    redact_url(url),
+                    exc.message,
+                    wait_s,
+                )
+                said = True
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 2.0)
+
+
 def supervisor_command(args: argparse.Namespace, env: Settings, console: Console) -> int:
     """Run one node until SIGTERM/SIGINT; returns the exit code."""
     settings = _node_settings(args, env)
     url = settings.redis_url or ""
     secret = load_secret(settings.secret, settings.secret_file)
-    connect(url, settings.redis_tls)  # fail fast: exit 4 when Redis is not there, 2 if it refuses
+    # Exit 4 when Redis is still not there after --wait-redis-s, 2 at once if it refuses us.
+    wait_for_redis(url, settings.redis_tls, getattr(args, "wait_redis_s", 0.0))
     metrics = None
     if args.metrics_port is not None:
         metrics = _serve_metrics(args, settings, settings.queue)

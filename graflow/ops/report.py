@@ -72,6 +72,7 @@ def success_summary(result: RunResult, started: float) -> dict[str, Any]:
             "completed": len(result.completed),
         },
         "max_steps_reached": result.max_steps_reached,
+        "waited_for_node_s": round(result.waited_for_node_s, 3),
         "failures": [],
     }
 

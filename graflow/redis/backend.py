@@ -43,8 +43,10 @@ from graflow.exceptions import (
 from graflow.redis import keys
 from graflow.redis.channel import RedisChannel
 from graflow.redis.connect import OUTAGE_ERRORS, RedisClient, is_passing, refresh_after_outage
+from graflow.redis.lease import ProducerLease
 from graflow.redis.queue import RedisTaskQueue
 from graflow.redis.signing import Signer
+from graflow.redis.watch import DeadLetterWatch, NodeWatch
 
 if TYPE_CHECKING:
     from graflow.core.task import Executable
@@ -110,8 +112,12 @@ class RedisBackend:
         queue: str = "default",
         timeout_s: float | None = None,
         max_deliveries: int = 3,
+        where: str = "this Redis",
     ) -> None:
         self.client: Any = client
+        self.queue_name = queue
+        self.where = where
+        """The Redis server, for messages (a URL without its password)."""
         self.signer = signer
         self.queue = RedisTaskQueue(client, queue, max_deliveries=max_deliveries)
         self.timeout_s = timeout_s
@@ -129,6 +135,9 @@ class RedisBackend:
         self.scheduler: Any = None
         self.draining: tuple[str, float] | None = None
         self.avg_task_s: float | None = None
+        self.lease: ProducerLease | None = None
+        self.dead_letters: DeadLetterWatch | None = None
+        self.node_watch: NodeWatch | None = None
 
     # -- ExecutorBackend --------------------------------------------------------------
     def start_run(self, scheduler: Any) -> None:
@@ -144,8 +153,14 @@ class RedisBackend:
         pipe = self.client.pipeline(transaction=True)
         pipe.set(keys.graph(self.run_id), graph_blob, ex=RUN_TTL_S)
         pipe.set(keys.handlers(self.run_id), handlers_blob, ex=RUN_TTL_S)
-        pipe.delete(keys.done(self.run_id), keys.nodes(self.run_id))
+        pipe.delete(keys.done(self.run_id), keys.nodes(self.run_id), keys.canceled(self.run_id))
         self._call(pipe.execute)
+        # Before any item is queued: nodes skip the items of a run that has no lease.
+        self.lease = ProducerLease(self.client, self.run_id)
+        self._call(self.lease.start)
+        self.dead_letters = DeadLetterWatch(self.client, self.queue_name, self.run_id)
+        self._call(self.dead_letters.start)
+        self.node_watch = NodeWatch(self.client, self.queue_name, self.run_id, self.where)
 
     def submit(self, item: WorkItem, exe: Executable, inline: bool) -> Completion | None:
         self.pending.append(item)
@@ -168,17 +183,40 @@ class RedisBackend:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             self._check_run_limits()
+            dead: list[Completion] = self._retrying(self._watch)
+            if dead:
+                return dead
             block_ms = _BLOCK_MS_MAX
             if deadline is not None:
                 block_ms = max(1, min(block_ms, int((deadline - time.monotonic()) * 1000)))
             completions: list[Completion] = self._retrying(self._exchange, block_ms)
             if completions:
+                if self.node_watch is not None:
+                    self.node_watch.progressed()
                 return completions
             if deadline is not None and time.monotonic() >= deadline:
                 return []
 
+    @property
+    def waited_for_node_s(self) -> float:
+        """Seconds the run waited with no node serving its queue."""
+        return self.node_watch.total_s() if self.node_watch is not None else 0.0
+
+    def _watch(self) -> list[Completion]:
+        """Between waits: dead letters of this run's entries, and whether a node serves."""
+        if self.node_watch is not None:
+            self.node_watch.check(bool(self.outstanding) and not self.pending)
+        if self.dead_letters is None:
+            return []
+        failed = self.dead_letters.poll(self.outstanding)
+        for completion in failed:
+            self.outstanding.discard(completion.seq)
+        return failed
+
     def end_run(self, scheduler: Any) -> None:
         run = self.run_id
+        if self.lease is not None:
+            self.lease.stop()
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(keys.graph(run), keys.handlers(run), keys.nodes(run), keys.done(run))
         try:
@@ -199,11 +237,16 @@ class RedisBackend:
             return self._read(block_ms)
         self._append_nodes()
         pending = self.pending
-        blobs = [self.signer.dumps(entry) for entry in self._entries(pending)]
+
+        entries = self._entries(pending)
+        blobs = [self.signer.dumps(entry) for entry in entries]
 
         def submitted() -> None:
             self.outstanding.update(i.seq for i in pending)
             self.pending = []
+            if self.dead_letters is not None:
+                self.dead_letters.note_sent(zip(blobs, entries, strict=True))
+                self.dead_letters.forget_finished(self.outstanding)
 
         reply = self.queue.submit_and_read(
             self.run_id, blobs, keys.done(self.run_id), self.last_id, block_ms, submitted
@@ -385,9 +428,18 @@ class RedisBackend:
                 delay = min(delay * 2, 2.0)
 
     def _check_run_limits(self) -> None:
+        if self.lease is not None:
+            self.lease.check()  # canceled, lost by Redis, or Redis refusing writes
         now = time.monotonic()
         if self.deadline is not None and now >= self.deadline:
-            raise WorkflowTimeoutError(self.timeout_s or 0.0)
+            error = WorkflowTimeoutError(self.timeout_s or 0.0)
+            waited = self.waited_for_node_s
+            if waited:
+                error.message += (
+                    f"; for {waited:.0f} s of it no graflow node served queue "
+                    f"{self.queue_name!r} on {self.where}"
+                )
+            raise error
         if self.draining is not None:
             name, grace_end = self.draining
             if not self.outstanding:

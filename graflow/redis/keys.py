@@ -20,6 +20,7 @@ __all__ = [
     "barrier_expected",
     "barrier_members",
     "barrier_results",
+    "canceled",
     "channel",
     "channel_index",
     "channel_index_custom",
@@ -36,6 +37,7 @@ __all__ = [
     "node",
     "nodes",
     "nodes_index",
+    "producer",
     "queue_from_stream",
     "queue_group",
     "queue_stream",
@@ -92,6 +94,16 @@ def nodes(run_id: str) -> str:
 def done(run_id: str) -> str:
     """The run's completion stream: workers append, the driver reads."""
     return f"{run_prefix(run_id)}:done"
+
+
+def producer(run_id: str) -> str:
+    """The producer's lease on the run: nodes run its items only while this key exists."""
+    return f"{run_prefix(run_id)}:producer"
+
+
+def canceled(run_id: str) -> str:
+    """Set by ``graflow cancel``: who stopped the run, and when."""
+    return f"{run_prefix(run_id)}:canceled"
 
 
 def meta(run_id: str) -> str:

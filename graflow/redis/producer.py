@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
-from graflow.config import RedisTLS
+from graflow.config import RedisTLS, redact_url
 from graflow.core.checkpoint import Checkpointer
 from graflow.core.context import ExecutionContext
 from graflow.core.engine import RunStats, WorkflowEngine
@@ -18,9 +19,20 @@ from graflow.redis.connect import connect
 from graflow.redis.signing import Signer, load_secret
 from graflow.trace.base import Tracer
 
-__all__ = ["connect", "run_on_redis"]
+__all__ = ["RedisRun", "connect", "run_on_redis"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RedisRun:
+    """What a run on Redis left: its context, value and counters, and how long it waited."""
+
+    context: ExecutionContext
+    value: Any
+    stats: RunStats
+    waited_for_node_s: float
+    """Seconds the run waited with no node serving its queue."""
 
 
 def run_on_redis(
@@ -40,7 +52,7 @@ def run_on_redis(
     checkpointer: Checkpointer | None = None,
     tracer: Tracer | None = None,
     workflow_name: str = "",
-) -> tuple[ExecutionContext, Any, RunStats]:
+) -> RedisRun:
     """Schedule a run here and execute its tasks on the nodes serving ``queue``.
 
     A ``checkpointer`` holding a saved run resumes it under the same run id, so the channel
@@ -67,7 +79,7 @@ def run_on_redis(
             "no graflow node has registered with this Redis yet: start one with "
             "'graflow supervisor --redis URL' or the run will wait"
         )
-    backend = RedisBackend(client, signer, queue=queue, timeout_s=timeout_s)
+    backend = RedisBackend(client, signer, queue=queue, timeout_s=timeout_s, where=redact_url(url))
     run_engine = WorkflowEngine(backend)
     if engine is not None:
         run_engine.handlers.update(engine.handlers)
@@ -77,4 +89,4 @@ def run_on_redis(
         value, stats = run_engine.run(context, checkpointer=checkpointer)
     if isinstance(value, StoredValue):
         value = context.channel.get(f"{value.task_id}.__result__")
-    return context, value, stats
+    return RedisRun(context, value, stats, backend.waited_for_node_s)

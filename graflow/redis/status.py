@@ -37,6 +37,7 @@ __all__ = [
     "read_worker_meters",
     "retire_worker",
     "server_time",
+    "serving_workers",
     "unavailable_on_error",
 ]
 
@@ -275,6 +276,12 @@ def _read_locks(client: Any) -> list[LockStatus]:
             name = key[key.index("{lock:") + 6 : -1]
             locks.append(LockStatus(name, _text(holder), max(0, int(ttl_ms)) / 1000))
     return locks
+
+
+def serving_workers(client: Any, queue: str) -> int:
+    """How many workers with a fresh heartbeat serve ``queue`` (or do not say which queue)."""
+    nodes, _gone = _read_nodes(client, server_time(client))
+    return sum(1 for n in nodes for w in n.workers if not w.stale and w.queue in (queue, None))
 
 
 def read_status(client: Any, queue: str | None = None) -> ClusterStatus:

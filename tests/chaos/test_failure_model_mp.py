@@ -5,6 +5,7 @@ Real driver processes, real signals, deadlines only (the helpers are test_mp_cha
 
 from __future__ import annotations
 
+import signal
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -79,4 +80,20 @@ def test_workers_running_long_tasks_die_with_a_killed_driver(
     driver.proc.wait()
     _assert_gone(driver.workers)  # within the deadline, not after 600 s
     assert _markers(driver.out, "done") == set()
+    assert _segments_of([driver.proc.pid, *driver.workers]) == []
+
+
+@pytest.mark.timeout(120)
+def test_the_grace_period_holds_while_every_worker_is_in_a_long_task(
+    start_driver: Callable[..., _Driver],
+) -> None:
+    driver = start_driver(_LONG_TASK_DRIVER, "600", "2")  # grace_s=2
+    driver.wait_for_tasks(2)
+    driver.proc.send_signal(signal.SIGTERM)
+    driver.proc.wait(timeout=60)  # the grace period, not the 600 s the tasks would take
+    assert driver.proc.returncode != 0
+    assert "RunInterrupted" in driver.stderr
+    assert "run interrupted by SIGTERM, stopped at once" in driver.stderr
+    assert _markers(driver.out, "done") == set()
+    _assert_gone(driver.workers)  # the in-flight tasks were killed with their workers
     assert _segments_of([driver.proc.pid, *driver.workers]) == []
