@@ -1,6 +1,7 @@
 """A reproducible chaos report for the process pool: random SIGKILLs under a 10,000-task run.
 
     python perf/chaos_report.py [--kills 50] [--seeds 1,2,3]
+    python perf/chaos_report.py --redis [--repeat 3] [--only CASE]   (perf/chaos_report_redis.py)
 
 For each seed: one calm run and one run under ``--kills`` SIGKILLs of random worker
 processes (the workflow and the chaos thread of tests/chaos/test_mp_chaos.py: chains, wide
@@ -55,7 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=50)
     parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument(
+        "--redis", action="store_true", help="the Redis failure cases instead (issue 14)"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs per Redis case")
+    parser.add_argument("--only", help="only the Redis cases whose name contains this")
     args = parser.parse_args(argv)
+    if args.redis:
+        from perf.chaos_report_redis import report  # noqa: PLC0415 - needs redis-server only here
+
+        report(args.repeat, args.only)
+        return 0
     for seed in (int(s) for s in args.seeds.split(",")):
         print(one_seed(seed, args.kills), flush=True)
     return 0

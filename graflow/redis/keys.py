@@ -32,6 +32,7 @@ __all__ = [
     "history",
     "history_attempts",
     "history_index",
+    "leased",
     "lock",
     "meta",
     "node",
@@ -99,6 +100,12 @@ def done(run_id: str) -> str:
 def producer(run_id: str) -> str:
     """The producer's lease on the run: nodes run its items only while this key exists."""
     return f"{run_prefix(run_id)}:producer"
+
+
+def leased(run_id: str) -> str:
+    """Set while a run's producer holds a lease: the lease key missing then means it is gone
+    (runs queued without a lease, e.g. by upstream-style code, are never taken for dead)."""
+    return f"{run_prefix(run_id)}:leased"
 
 
 def canceled(run_id: str) -> str:

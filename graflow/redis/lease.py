@@ -1,16 +1,19 @@
 """The producer's lease on its run: nodes run a run's items only while its producer lives.
 
-    producer ─ SET graflow:{run}:producer HOLDER PX lease ──────── at start, then every lease/4
-               (a thread; renewed with XX, so a key that vanished is noticed, not recreated)
-    node     ─ EXISTS graflow:{run}:producer (cached lease/4 per run) ─ gone: skip the item
+    producer ─ SET graflow:{run}:leased, SET graflow:{run}:producer HOLDER PX lease ── at start,
+               then every lease/4 (a thread; renewed with XX: a vanished key is noticed)
+    node     ─ EXISTS producer, canceled, leased (cached lease/4 per run) ─ leased but the
+               lease gone, or canceled: skip the item
     graflow cancel RUN ─ SET graflow:{run}:canceled WHO ; DEL graflow:{run}:producer
 
-A producer SIGKILLed mid-run stops renewing: within a lease its queued items are skipped
-(acknowledged and removed, not run) and its control keys deleted; the channel keys stay to
-their TTL so that a resumed checkpoint finds them (#14). When the renewal finds the key gone,
-the run was canceled (the canceled key says by whom) or Redis lost it (restarted without
-persistence, flushed, failed over without the writes): the producer raises ``RunCanceled`` or
-``RunLost`` at its next wait. Redis refusing the renewal (out of memory) for longer than
+A producer SIGKILLed mid-run stops renewing: one more lease after its lease ran out (time
+for a producer to retake a lease that expired while Redis was away), its queued items are
+skipped (acknowledged and removed, not run) and its control keys deleted; the channel keys
+stay to their TTL so that a resumed checkpoint finds them (#14). When the renewal finds the
+lease gone, the run was canceled (the canceled key says by whom), or the lease ran out during
+an outage (``leased`` is still there: taken again), or Redis lost the run (restarted without
+persistence, flushed, failed over without the writes): the producer raises ``RunCanceled``
+or ``RunLost`` at its next wait. Redis refusing the renewal (out of memory) for longer than
 ``refused_limit_s`` fails the run with ``WriteRefused``.
 """
 
@@ -71,7 +74,10 @@ class ProducerLease:
 
     def start(self) -> None:
         """Take the lease (before any item is queued) and start renewing it."""
-        self.client.set(self.key, self.holder, px=self.lease_ms)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(keys.leased(self.run_id), self.holder, ex=_CANCELED_TTL_S)
+        pipe.set(self.key, self.holder, px=self.lease_ms)
+        pipe.execute()
         self._thread = threading.Thread(
             target=self._renew_until_stopped, name=f"graflow-lease-{self.run_id}", daemon=True
         )
@@ -88,7 +94,7 @@ class ProducerLease:
         if self._thread is not None:
             self._thread.join(timeout=5.0)
         try:
-            self.client.delete(self.key)
+            self.client.delete(self.key, keys.leased(self.run_id))
         except redis.RedisError as exc:
             logger.debug("run %s: could not give up its lease: %s", self.run_id, exc)
 
@@ -106,12 +112,20 @@ class ProducerLease:
         if self.client.set(self.key, self.holder, px=self.lease_ms, xx=True):
             self._refused_since = None
             return
-        by = self.client.get(keys.canceled(self.run_id))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(keys.canceled(self.run_id))
+        pipe.exists(keys.leased(self.run_id))
+        by, kept = pipe.execute()
         if by is not None:
             text = by.decode(errors="replace") if isinstance(by, bytes) else str(by)
             self.failure = RunCanceled(self.run_id, text)
+        elif kept:
+            # The lease ran out while Redis was unreachable (its TTL runs on the server's
+            # clock): Redis still has the run, so take the lease again.
+            logger.warning("run %s: its lease expired during an outage; taken again", self.run_id)
+            self.client.set(self.key, self.holder, px=self.lease_ms)
         else:
-            self.failure = RunLost(self.run_id, "the run's lease key is gone")
+            self.failure = RunLost(self.run_id, "the run's keys are gone")
 
     def _refused(self, exc: redis.ResponseError) -> None:
         now = time.monotonic()
@@ -125,16 +139,25 @@ class ProducerLease:
 class LiveRuns:
     """A node's view of which runs lost their producer (one round trip per run per interval)."""
 
-    def __init__(self, client: Any, interval_s: float = PRODUCER_LEASE_S / 4) -> None:
+    def __init__(
+        self,
+        client: Any,
+        interval_s: float = PRODUCER_LEASE_S / 4,
+        grace_s: float = PRODUCER_LEASE_S,
+    ) -> None:
         self.client = client
         self.interval_s = interval_s
+        self.grace_s = grace_s
+        """How long a lease must stay missing: a producer retakes one that ran out while
+        Redis was away within this time."""
         self._seen: dict[str, tuple[float, bool]] = {}
+        self._unleased_since: dict[str, float] = {}
 
     def is_orphaned(self, run_id: str) -> bool:
-        """True if the run exists (or was canceled) but its producer holds no lease.
+        """True if the run was canceled, or its producer took a lease and no longer holds it.
 
-        A run Redis knows nothing of is not orphaned: the caller reports it as unknown.
-        Cached for ``interval_s``.
+        A run Redis knows nothing of, or one queued without a lease, is not orphaned: the
+        caller runs it or reports it as unknown. Cached for ``interval_s``.
         """
         now = time.monotonic()
         seen = self._seen.get(run_id)
@@ -143,11 +166,19 @@ class LiveRuns:
         pipe = self.client.pipeline(transaction=False)
         pipe.exists(keys.producer(run_id))
         pipe.exists(keys.canceled(run_id))
-        pipe.exists(keys.graph(run_id))
-        leased, canceled, known = pipe.execute()
-        orphaned = not leased and bool(canceled or known)
+        pipe.exists(keys.leased(run_id))
+        held, canceled, was_leased = pipe.execute()
+        orphaned = bool(canceled)
+        if was_leased and not held:
+            since = self._unleased_since.setdefault(run_id, now)
+            orphaned = orphaned or now - since >= self.grace_s
+        else:
+            self._unleased_since.pop(run_id, None)
         if len(self._seen) > 1024:
             self._seen = {k: v for k, v in self._seen.items() if v[0] > now}
+            self._unleased_since = {
+                k: v for k, v in self._unleased_since.items() if now - v < 10 * self.grace_s
+            }
         self._seen[run_id] = (now + self.interval_s, orphaned)
         return orphaned
 
@@ -170,7 +201,13 @@ def drop_orphaned_run(client: Any, run_id: str) -> None:
     keys stay to their TTL: a checkpoint that resumes the run reads them)."""
     pipe = client.pipeline(transaction=True)
     pipe.set(keys.canceled(run_id), "its producer is gone", nx=True, ex=_ORPHAN_MARK_TTL_S)
-    pipe.delete(keys.graph(run_id), keys.handlers(run_id), keys.nodes(run_id), keys.done(run_id))
+    pipe.delete(
+        keys.graph(run_id),
+        keys.handlers(run_id),
+        keys.nodes(run_id),
+        keys.done(run_id),
+        keys.leased(run_id),
+    )
     pipe.execute()
 
 
