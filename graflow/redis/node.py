@@ -497,7 +497,6 @@ class RedisWorker:
         loaded = fetch_run(self.client, self.signer, run_id)
         if loaded is None:
             return None
-        self.max_value_bytes = max_value_bytes(self.client)  # the server may have changed it
         graph, handlers = loaded
         channel = RedisChannel(run_id, redis_client=self.client, signer=self.signer)
         handlers = {**handlers, **self.handler_overrides}
