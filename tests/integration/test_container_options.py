@@ -136,7 +136,7 @@ def test_the_image_is_pinned_and_tagged_one_way() -> None:
     assert "hiredis" in pinned  # the redis[hiredis] extra
     assert "!constraints.txt" in (ROOT / ".dockerignore").read_text()
 
-    image_tag = r"(?:-t |FROM |image: |`|\s)(graflow:[\w.-]+)\b(?!@)"
+    image_tag = r"(?:-t |FROM |image: |`|\s)(graflow:[\w.-]+)\b(?![@:])"  # not a key name
     tags = set(re.findall(image_tag, DOCKERFILE.read_text()))
     tags |= set(re.findall(image_tag, README.read_text()))
     tags |= {s["image"] for s in load_compose()["services"].values() if "build" in s}
