@@ -317,3 +317,25 @@ def supervisors() -> Iterator[Callable[..., graflow.Supervisor]]:
     yield get
     for sup in made.values():
         sup.close()
+
+
+Runner = Callable[..., Any]
+
+
+def runner_for(request: pytest.FixtureRequest, kind: str) -> Runner:
+    """A `graflow.run`-like callable on one backend: inprocess, fork, spawn, redis or cluster."""
+    if kind == "inprocess":
+        return lambda target, **kw: graflow.run(target, processes=0, **kw)
+    if kind in ("redis", "cluster"):
+        node = request.getfixturevalue(f"shared_{kind}_node")
+        return lambda target, **kw: graflow.run(
+            target, redis=node.url, queue=node.queue, timeout_s=60, **kw
+        )
+    sup = request.getfixturevalue("supervisors")(kind)
+    return lambda target, **kw: sup.run(target, **kw)
+
+
+@pytest.fixture(params=["inprocess", "fork", "spawn", "redis"])
+def run_on(request: pytest.FixtureRequest) -> Runner:
+    """The test's workflow runner, once per backend."""
+    return runner_for(request, request.param)

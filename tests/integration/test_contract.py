@@ -10,7 +10,6 @@ on how a backend imports code.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,22 +26,12 @@ from graflow.exceptions import (
     ParallelGroupError,
     RetryLimitExceededError,
 )
-
-Runner = Callable[..., Any]
+from tests.conftest import Runner, runner_for
 
 
 @pytest.fixture(params=["inprocess", "fork", "spawn", "redis", "cluster"])
 def run_on(request: pytest.FixtureRequest) -> Runner:
-    kind = request.param
-    if kind == "inprocess":
-        return lambda target, **kw: graflow.run(target, processes=0, **kw)
-    if kind in ("redis", "cluster"):
-        node = request.getfixturevalue(f"shared_{kind}_node")
-        return lambda target, **kw: graflow.run(
-            target, redis=node.url, queue=node.queue, timeout_s=60, **kw
-        )
-    sup = request.getfixturevalue("supervisors")(kind)
-    return lambda target, **kw: sup.run(target, **kw)
+    return runner_for(request, request.param)
 
 
 def test_pipeline_results_flow_by_parameter_name(run_on: Runner) -> None:

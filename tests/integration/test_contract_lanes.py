@@ -13,35 +13,18 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import graflow
 from graflow import RetryPolicy, parallel, task, workflow
 from graflow.core.policy import BestEffortGroupPolicy
 from graflow.core.task import TaskWrapper
 from graflow.exceptions import GraflowError
-
-Runner = Callable[..., Any]
+from tests.conftest import Runner
 
 _MEET_S = 20.0  # how long tasks that must overlap wait for each other before failing
-
-
-@pytest.fixture(params=["inprocess", "fork", "spawn", "redis"])
-def run_on(request: pytest.FixtureRequest) -> Runner:
-    kind = request.param
-    if kind == "inprocess":
-        return lambda target, **kw: graflow.run(target, processes=0, **kw)
-    if kind == "redis":
-        node = request.getfixturevalue("shared_redis_node")
-        return lambda target, **kw: graflow.run(
-            target, redis=node.url, queue=node.queue, timeout_s=60, **kw
-        )
-    sup = request.getfixturevalue("supervisors")(kind)
-    return lambda target, **kw: sup.run(target, **kw)
 
 
 def test_results_flow_by_parameter_name_through_every_lane(run_on: Runner) -> None:

@@ -3,31 +3,14 @@ backend; the group's own result stays None as upstream; wrong guesses name the f
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-import graflow
 from graflow import parallel, task, workflow
 from graflow.core.context import TaskExecutionContext
 from graflow.core.task import ParallelGroup
-
-Runner = Callable[..., Any]
-
-
-@pytest.fixture(params=["inprocess", "fork", "spawn", "redis"])
-def run_on(request: pytest.FixtureRequest) -> Runner:
-    kind = request.param
-    if kind == "inprocess":
-        return lambda target, **kw: graflow.run(target, processes=0, **kw)
-    if kind == "redis":
-        node = request.getfixturevalue("shared_redis_node")
-        return lambda target, **kw: graflow.run(
-            target, redis=node.url, queue=node.queue, timeout_s=60, **kw
-        )
-    sup = request.getfixturevalue("supervisors")(kind)
-    return lambda target, **kw: sup.run(target, **kw)
+from tests.conftest import Runner
 
 
 def test_a_successor_takes_the_members_results_by_the_groups_name(run_on: Runner) -> None:

@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 
-import graflow
 from graflow import workflow
 from graflow.exceptions import UnknownTaskError
 from tests import module_tasks as mt
-
-Runner = Callable[..., Any]
-
-
-@pytest.fixture(params=["inprocess", "fork", "spawn", "redis"])
-def run_on(request: pytest.FixtureRequest) -> Runner:
-    kind = request.param
-    if kind == "inprocess":
-        return lambda target, **kw: graflow.run(target, processes=0, **kw)
-    if kind == "redis":
-        node = request.getfixturevalue("shared_redis_node")
-        return lambda target, **kw: graflow.run(
-            target, redis=node.url, queue=node.queue, timeout_s=60, **kw
-        )
-    sup = request.getfixturevalue("supervisors")(kind)
-    return lambda target, **kw: sup.run(target, **kw)
+from tests.conftest import Runner
 
 
 def test_module_level_tasks_serve_several_workflows(run_on: Runner) -> None:
