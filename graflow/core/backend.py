@@ -100,13 +100,23 @@ def _failed(item: WorkItem, exc: BaseException, started: float) -> Completion:
     return Completion(
         item.seq,
         item.task_id,
-        False,
-        None,
-        exc,
-        None,
-        time.perf_counter() - started,
-        traceback.format_exc(),
-        True,
+        ok=False,
+        error=exc,
+        duration_s=time.perf_counter() - started,
+        traceback=traceback.format_exc(),
+        stored=True,
+    )
+
+
+def _succeeded(item: WorkItem, value: Any, commands: list[Any], started: float) -> Completion:
+    return Completion(
+        item.seq,
+        item.task_id,
+        ok=True,
+        value=value,
+        commands=commands or None,
+        duration_s=time.perf_counter() - started,
+        stored=True,
     )
 
 
@@ -175,17 +185,7 @@ def _run_item(
         return _failed(item, exc, started)
     finally:
         current_task_context.reset(token)
-    return Completion(
-        item.seq,
-        item.task_id,
-        True,
-        value,
-        None,
-        task_ctx.commands or None,
-        time.perf_counter() - started,
-        None,
-        True,
-    )
+    return _succeeded(item, value, task_ctx.commands, started)
 
 
 async def _within(awaitable: Any, item: WorkItem) -> Any:
@@ -254,17 +254,7 @@ async def _run_item_async(
         return _failed(item, exc, started)
     finally:
         current_task_context.reset(token)
-    return Completion(
-        item.seq,
-        item.task_id,
-        True,
-        value,
-        None,
-        task_ctx.commands or None,
-        time.perf_counter() - started,
-        None,
-        True,
-    )
+    return _succeeded(item, value, task_ctx.commands, started)
 
 
 class InProcessBackend:
