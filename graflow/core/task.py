@@ -13,7 +13,7 @@ import operator
 import types
 import uuid
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from graflow.channels.base import Deferred
 from graflow.core.policy import canonicalize_group_policy
@@ -470,11 +470,15 @@ def _is_async_cached(func: Callable[..., Any]) -> bool:
 
 def _check_kind(task_id: str, func: Callable[..., Any], io: bool) -> None:
     """ConfigError for a function no lane can run as asked."""
+    if type(func) is types.FunctionType and not io:
+        # The common case, once per task instance: a plain function's code flags say what
+        # inspect would (a W1 of 10,000 tasks spent 45 ms in inspect here).
+        flags = func.__code__.co_flags
+        if flags & inspect.CO_ASYNC_GENERATOR:
+            _refuse_async_generator(task_id)
+        return
     if inspect.isasyncgenfunction(func):
-        raise ConfigError(
-            f"task '{task_id}': an async generator function cannot be a task (its items "
-            "would never be awaited); make it an async def that returns a list"
-        )
+        _refuse_async_generator(task_id)
     if inspect.isgeneratorfunction(func):
         return
     if io and _is_async(func):
@@ -482,6 +486,13 @@ def _check_kind(task_id: str, func: Callable[..., Any], io: bool) -> None:
             f"task '{task_id}': io=True is for blocking sync functions, and this one is "
             "async def: drop io=True (async tasks run on the worker's event loop)"
         )
+
+
+def _refuse_async_generator(task_id: str) -> NoReturn:
+    raise ConfigError(
+        f"task '{task_id}': an async generator function cannot be a task (its items "
+        "would never be awaited); make it an async def that returns a list"
+    )
 
 
 @functools.lru_cache(maxsize=4096)
